@@ -1,0 +1,148 @@
+"""`fuseflow` command line. Heavy libraries are imported only by the commands that need them."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Sequence
+
+from flows.env import apply_defaults
+from flows.spec import DEFAULT_FILE
+from tasks.errors import ConfigError
+
+EXIT_OK, EXIT_RUN_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=False, highlight=False)
+
+
+def _print_config_error(err: ConfigError) -> None:
+    for issue in err.issues:
+        print(f"error: {issue}", file=sys.stderr)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from flows.spec import load_project, resolve
+
+    project = load_project(args.file)
+    table = Table("pipeline", "kind", "description", "schedule", title=f"pipelines in {args.file}")
+    for name in project.names:
+        try:
+            spec = resolve(project, name)
+            kind = getattr(spec, "kind", "training")
+            schedules = ", ".join(_describe_schedule(s) for s in spec.schedule) or "-"
+            table.add_row(name, kind, spec.description, schedules)
+        except ConfigError:
+            table.add_row(name, "[red]invalid[/red]", "(run `fuseflow validate`)", "")
+    _console().print(table)
+    return EXIT_OK
+
+
+def _describe_schedule(schedule: Any) -> str:
+    for key in ("cron", "interval", "rrule"):
+        value = getattr(schedule, key, None)
+        if value is not None:
+            text = f"{key} {value:g}s" if key == "interval" else f"{key} '{value}'"
+            text += f" {schedule.timezone}" if schedule.timezone else ""
+            return text + ("" if schedule.active else " (paused)")
+    return "?"
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from flows.spec import load_project, resolve_all
+
+    specs = resolve_all(load_project(args.file))
+    print(f"{args.file}: {len(specs)} pipeline(s) valid: {', '.join(specs)}")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from flows.spec import load_project, parse_overrides, resolve
+
+    overrides = parse_overrides(args.set)
+    resolve(load_project(args.file), args.name, overrides)  # config errors exit 2 before anything starts
+    from flows.logs import route_tracebacks_to_file
+    from flows.pipeline import run_pipeline
+
+    log_file = route_tracebacks_to_file(args.name)
+    try:
+        summary = run_pipeline(args.name, {o.key: o.value for o in overrides} or None, args.file)
+    except KeyboardInterrupt:
+        print("error: interrupted; the MLflow run is marked KILLED", file=sys.stderr)
+        return 130
+    except ConfigError as err:
+        _print_config_error(err)
+        return EXIT_CONFIG
+    except Exception as exc:  # noqa: BLE001 - one line on screen, the traceback is in the log file
+        print(f"error: run failed: {type(exc).__name__}: {exc}\n(the MLflow run is marked FAILED; "
+              f"traceback in {log_file})", file=sys.stderr)
+        return EXIT_RUN_FAILED
+    _print_summary(summary)
+    return EXIT_OK
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    console = _console()
+    console.print(f"MLflow run id: {summary['run_id']}")
+    console.print(f"model: {summary['model_uri']}")
+    table = Table("metric", "value", title=f"{summary['pipeline']}: test metrics")
+    for key, value in summary["metrics"].items():
+        table.add_row(key, f"{value:.4f}")
+    console.print(table)
+    for key, value in summary["metrics"].items():
+        print(f"{key}: {value:.4f}")
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from flows.predict import predict_command
+
+    return predict_command(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fuseflow", description="Declarative ML pipelines: pipelines.yaml -> "
+                                     "Prefect flows -> MLflow runs.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_text: str, fn: Any) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(func=fn)
+        return p
+
+    p = add("list", "list pipelines with their descriptions and schedules", cmd_list)
+    p.add_argument("--file", default=DEFAULT_FILE, help="pipelines file (default: %(default)s)")
+    p = add("validate", "validate every pipeline; exit 0, or 2 with all errors", cmd_validate)
+    p.add_argument("--file", default=DEFAULT_FILE, help="pipelines file (default: %(default)s)")
+    p = add("run", "run one pipeline now as a Prefect flow recorded in MLflow", cmd_run)
+    p.add_argument("name", help="pipeline name")
+    p.add_argument("--file", default=DEFAULT_FILE, help="pipelines file (default: %(default)s)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key with a YAML value, e.g. --set train.optimizer.lr=3e-4 (repeatable)")
+    p = add("predict", "load a logged model and predict", cmd_predict)
+    p.add_argument("model_uri", help="runs:/<run_id>/model, models:/<name>/<version>, models:/<name>@<alias>")
+    p.add_argument("input", nargs="?", help="CSV or JSON file of feature rows (or of texts, one per row)")
+    p.add_argument("--text", action="append", default=[], help="a text to classify (repeatable)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or the "
+                   "project's sqlite store)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    apply_defaults()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as err:
+        _print_config_error(err)
+        return EXIT_CONFIG
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""Open the pipeline's MLflow run, tag and parametrise it, and close it with the right status."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import subprocess
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import yaml
+
+from tasks.pipeline_config import PipelineSpec
+from tasks.tracking import RunLogger, artifact_root_for, flatten, resolve_tracking_uri
+
+log = logging.getLogger("fuseflow")
+
+TAG_PIPELINE = "fuseflow.pipeline"
+TAG_CONFIG_HASH = "fuseflow.config_hash"
+TAG_ERROR = "fuseflow.error"
+TAG_FLOW_RUN_ID = "prefect.flow_run_id"
+TAG_FLOW_RUN_URL = "prefect.flow_run_url"
+TAG_DEPLOYMENT = "prefect.deployment"
+
+
+def resolved_config(spec: PipelineSpec) -> dict[str, Any]:
+    return spec.model_dump(mode="json", exclude_none=True)
+
+
+def config_hash(spec: PipelineSpec) -> str:
+    """Hash of everything that shapes the result (not description, tags or schedules)."""
+    data = resolved_config(spec)
+    for key in ("description", "tags", "schedule", "tracking"):
+        data.pop(key, None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def git_commit(folder: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def prefect_context() -> dict[str, str | None]:
+    """The Prefect flow run this code runs in (id, deployment, UI link), when there is one."""
+    try:
+        from prefect.runtime import deployment, flow_run
+    except ImportError:  # pragma: no cover
+        return {}
+    run_id = flow_run.id
+    url = None
+    try:
+        url = flow_run.ui_url
+    except Exception:  # noqa: BLE001 - no UI for the ephemeral API
+        url = None
+    return {TAG_FLOW_RUN_ID: run_id, TAG_FLOW_RUN_URL: url, TAG_DEPLOYMENT: deployment.name}
+
+
+def experiment_id(client: Any, name: str, uri: str) -> str:
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        if found.lifecycle_stage == "deleted":
+            client.restore_experiment(found.experiment_id)
+        return found.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_root_for(uri))
+    except Exception:  # noqa: BLE001 - another process created it first
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+@contextmanager
+def tracked_run(spec: PipelineSpec, overrides: Mapping[str, Any] | None, base_dir: Path,
+                parent_run_id: str | None = None, extra_tags: Mapping[str, Any] | None = None) -> Iterator[RunLogger]:
+    """One MLflow run for one pipeline run: FINISHED on success, FAILED (with the error as a tag) on an
+    exception, KILLED on Ctrl-C."""
+    from mlflow import MlflowClient
+    from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+    uri = resolve_tracking_uri(spec.tracking.uri)
+    client = MlflowClient(uri)
+    exp = experiment_id(client, spec.experiment, uri)
+    tags = {TAG_PIPELINE: spec.name, TAG_CONFIG_HASH: config_hash(spec), MLFLOW_GIT_COMMIT: git_commit(base_dir),
+            "fuseflow.overrides": json.dumps(dict(overrides or {})) if overrides else None,
+            **prefect_context(), **(extra_tags or {})}
+    if parent_run_id:
+        tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
+    run = client.create_run(exp, run_name=spec.tracking.run_name or None,
+                            tags={k: str(v) for k, v in tags.items() if v is not None})
+    logger = RunLogger(run.info.run_id, uri)
+    try:
+        config = resolved_config(spec)
+        logger.log_params(flatten({k: v for k, v in config.items() if k not in ("description", "tags")}))
+        logger.log_text(yaml.safe_dump({"pipelines": {spec.name: config}}, sort_keys=False), "pipeline.yaml")
+        if overrides:
+            logger.log_params({f"override.{k}": v for k, v in overrides.items()})
+        log.info("MLflow run %s (experiment '%s', %s)", run.info.run_id, spec.experiment, uri)
+        yield logger
+    except KeyboardInterrupt:
+        client.set_tag(run.info.run_id, TAG_ERROR, "interrupted (Ctrl-C)")
+        client.set_terminated(run.info.run_id, "KILLED")
+        raise
+    except BaseException as exc:
+        client.set_tag(run.info.run_id, TAG_ERROR, f"{type(exc).__name__}: {exc}"[:5000])
+        client.set_terminated(run.info.run_id, "FAILED")
+        raise
+    else:
+        client.set_terminated(run.info.run_id, "FINISHED")

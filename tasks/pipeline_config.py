@@ -1,0 +1,61 @@
+"""The validated shape of one pipeline (after `defaults:` are merged and `--set` overrides applied)."""
+from __future__ import annotations
+
+from typing import Annotated, Any, Optional
+
+from pydantic import BeforeValidator, Field, model_validator
+
+import tasks.data  # noqa: F401 - registers the data sources
+import tasks.models  # noqa: F401 - registers the model types
+import tasks.preprocess  # noqa: F401 - registers the preprocess steps
+import tasks.train_torch  # noqa: F401 - registers the torch backend
+from tasks.evaluate import EvaluateConfig
+from tasks.preprocess import normalize_step
+from tasks.registry import DATA_SOURCES, MODELS, PREPROCESSORS, TRAINERS, StrictModel
+from tasks.schedule_config import ScheduleConfig
+
+
+
+class TrackingConfig(StrictModel):
+    """Where the run is recorded. `uri` default: sqlite:///mlruns/mlflow.db (MLFLOW_TRACKING_URI wins)."""
+
+    experiment: Optional[str] = Field(None, description="MLflow experiment (default: the pipeline's name)")
+    uri: Optional[str] = None
+    run_name: Optional[str] = None
+
+
+class PipelineSpec(StrictModel):
+    """One pipeline: data -> preprocess -> model -> train -> evaluate."""
+
+    name: str
+    description: str = ""
+    tags: list[str] = Field(default_factory=list)
+    seed: int = 42
+    schedule: list[ScheduleConfig] = Field(default_factory=list)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    data: Optional[DATA_SOURCES.union()] = None
+    preprocess: list[Annotated[PREPROCESSORS.union(), BeforeValidator(normalize_step)]] = Field(default_factory=list)
+    model: Optional[MODELS.union()] = None
+    train: Optional[TRAINERS.union()] = None
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+
+    @model_validator(mode="after")
+    def _complete(self) -> "PipelineSpec":
+        missing = [key for key in ("data", "model", "train") if getattr(self, key) is None]
+        if missing:
+            raise ValueError(f"a training pipeline needs `data`, `model` and `train` (missing: {', '.join(missing)})")
+        return self
+
+    @property
+    def experiment(self) -> str:
+        return self.tracking.experiment or self.name
+
+    def preflight(self, base_dir: Any) -> list[tuple[tuple, str]]:
+        """Checks beyond the schema (files, columns, importable callables): (key path, message) pairs."""
+        issues: list[tuple[tuple, str]] = []
+        for key in ("data", "model", "train"):
+            section = getattr(self, key)
+            check = getattr(section, "preflight", None)
+            if check:
+                issues += [((key,) + path, message) for path, message in check(base_dir)]
+        return issues

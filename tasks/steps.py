@@ -1,0 +1,132 @@
+"""The Prefect tasks of a tabular training pipeline: thin wrappers over the step modules, testable via `.fn`."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+
+from tasks.dataset import METRIC_PREFIX, TabularSplits
+from tasks.tracking import RunLogger, write_json
+
+
+@task(name="load-data")
+def load_data(config: Any, seed: int, base_dir: Path, loss: str | None = None) -> TabularSplits:
+    """Read the table and split it (seeded, stratified for classification)."""
+    from tasks.data import load_tabular
+
+    return load_tabular(config, seed, base_dir, loss)
+
+
+@task(name="preprocess")
+def preprocess(steps: list[Any], splits: TabularSplits, target_scaling: str) -> tuple[TabularSplits, Any]:
+    """Fit the preprocess steps on train and transform every split."""
+    from tasks.preprocess import fit_preprocess
+
+    return fit_preprocess(steps, splits, target_scaling)
+
+
+@task(name="build-model")
+def build_model(model_config: Any, in_features: int, out_features: int, seed: int) -> Any:
+    """Instantiate the network with a seeded initialisation."""
+    import torch
+
+    torch.manual_seed(seed)
+    return model_config.build(in_features, out_features)
+
+
+@task(name="train")
+def train(model: Any, splits: TabularSplits, train_config: Any, seed: int, logger: RunLogger | None,
+          resume: dict | None = None, checkpoint: Any = None) -> tuple[Any, Any]:
+    """Run the training backend; per-epoch metrics go to MLflow in one batch per epoch."""
+    import torch
+
+    from tasks.train_torch import train_torch
+
+    tensors = {split: (torch.from_numpy(splits.X[split]), torch.from_numpy(splits.y[split]))
+               for split in ("train", "validation")}
+
+    def on_epoch_end(epoch: int, metrics: dict[str, float], state: dict[str, Any]) -> None:
+        if logger:
+            logger.log_metrics(metrics, step=epoch)
+        if checkpoint:
+            checkpoint(epoch, state)
+
+    result = train_torch(model, tensors, splits.task, train_config, seed, on_epoch_end=on_epoch_end, resume=resume)
+    if logger:
+        logger.log_metrics({"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+                            "train_samples_per_s": result.train_samples_per_s})
+    return model, result
+
+
+def network_outputs(model: Any, splits: TabularSplits, split: str, scaling: Any) -> Any:
+    """Class probabilities (classification) or predictions in target units (regression) of one split."""
+    import torch
+
+    from tasks.train_torch import predict_batches
+
+    out = predict_batches(model.to("cpu"), torch.from_numpy(splits.X[split]), 1024)
+    if splits.task == "classification":
+        return out.softmax(-1).numpy()
+    return out.squeeze(-1).numpy() * scaling.target_scale + scaling.target_mean
+
+
+@task(name="evaluate")
+def evaluate(model: Any, splits: TabularSplits, scaling: Any, config: Any, train_result: Any,
+             logger: RunLogger | None) -> dict[str, Any]:
+    """Test metrics, per-class report and plots; logged to the run and returned."""
+    from tasks import evaluate as ev
+
+    names = config.for_task(splits.task)
+    y_test = splits.y["test"]
+    outputs = network_outputs(model, splits, "test", scaling)
+    report: dict[str, Any] = {"task": splits.task, "sizes": splits.sizes(), "data_digest": splits.digest}
+    if splits.task == "classification":
+        metrics = ev.classification_metrics(y_test, outputs, names)
+        report.update(ev.classification_report(y_test, outputs, [str(c) for c in splits.classes]))
+    else:
+        y_true = y_test * scaling.target_scale + scaling.target_mean
+        metrics = ev.regression_metrics(y_true, outputs, names)
+    prefixed = {f"{METRIC_PREFIX['test']}_{k}": v for k, v in metrics.items()}
+    report["metrics"] = prefixed
+    if train_result is not None:
+        report["training"] = {"best_epoch": train_result.best_epoch, "epochs_run": train_result.epochs_run,
+                              "stopped_early": train_result.stopped_early}
+    if logger:
+        logger.log_metrics(prefixed, step=train_result.epochs_run if train_result else 0)
+        with tempfile.TemporaryDirectory(prefix="fuseflow-eval-") as tmp:
+            folder = Path(tmp)
+            write_json(folder / "evaluation_report.json", report)
+            if splits.task == "classification" and config.confusion_matrix:
+                ev.plot_confusion_matrix(report["confusion_matrix"], report["class_names"], folder / "confusion_matrix.png")
+            if train_result is not None and train_result.history and config.learning_curve:
+                ev.plot_learning_curve(train_result.history, folder / "learning_curve.png", train_result.best_epoch)
+            logger.log_artifacts(folder, "evaluation")
+    return report
+
+
+@task(name="log-model")
+def log_model(model: Any, model_config: Any, splits: TabularSplits, scaling: Any, logger: RunLogger) -> str:
+    """Save the model (pt2 + weights + spec) as the run's `model` artifact; returns its `runs:/` URI."""
+    from tasks.model_export import save_tabular_model
+
+    with tempfile.TemporaryDirectory(prefix="fuseflow-model-") as tmp:
+        path = save_tabular_model(model, model_config, splits, scaling, Path(tmp) / "model")
+        logger.log_artifacts(path, "model")
+    return f"runs:/{logger.run_id}/model"
+
+
+@task(name="log-dataset")
+def log_dataset(splits: TabularSplits, logger: RunLogger) -> str:
+    """Record the training split as the run's dataset input (name, content digest, schema)."""
+    import mlflow.data
+    import pandas as pd
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+
+    frame = pd.DataFrame(splits.X["train"], columns=splits.feature_names)
+    frame["label"] = splits.y["train"]
+    source = CodeDatasetSource(tags={"fuseflow.source": splits.source})  # sklearn:/hub: names have no resolver
+    dataset = mlflow.data.from_pandas(frame, source=source, name=splits.name, targets="label", digest=splits.digest)
+    logger.log_dataset(dataset, "training")
+    return splits.digest

@@ -1,0 +1,108 @@
+"""MLflow bookkeeping with an explicit run id (no thread-local "active run"), so it works from any task thread."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
+MAX_PARAMS_PER_BATCH = 100
+MAX_PARAM_LENGTH = 6000
+
+
+def resolve_tracking_uri(configured: str | None = None) -> str:
+    """MLFLOW_TRACKING_URI, else the YAML's `tracking.uri`, else the project's sqlite store (created on demand)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or configured or DEFAULT_TRACKING_URI
+    if uri.startswith("sqlite:///"):
+        db_path = Path(uri.removeprefix("sqlite:///"))
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+    return uri
+
+
+def artifact_root_for(uri: str) -> str | None:
+    """Artifacts of a sqlite store go beside the database (mlruns/artifacts), not into the working folder."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri.removeprefix("sqlite:///")).resolve().parent.joinpath("artifacts").as_uri()
+    return None
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, str]:
+    """Nested config -> dotted keys (`train.optimizer.lr`); lists of scalars stay one value, lists of maps index."""
+    out: dict[str, str] = {}
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+    elif isinstance(data, list) and any(isinstance(v, (Mapping, list)) for v in data):
+        for i, value in enumerate(data):
+            out.update(flatten(value, f"{prefix}{i}."))
+    else:
+        out[prefix[:-1]] = json.dumps(data) if isinstance(data, list) else ("" if data is None else str(data))
+    return out
+
+
+class RunLogger:
+    """Logs to one MLflow run through `MlflowClient`: batched metrics/params, tags, artifacts."""
+
+    def __init__(self, run_id: str, tracking_uri: str) -> None:
+        from mlflow import MlflowClient
+
+        self.run_id = run_id
+        self.tracking_uri = tracking_uri
+        self.client = MlflowClient(tracking_uri)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+        for i in range(0, len(batch), 1000):
+            self.client.log_batch(self.run_id, metrics=batch[i:i + 1000])
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k[:250], str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
+        for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(self.run_id, params=items[i:i + MAX_PARAMS_PER_BATCH])
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items() if v is not None])
+
+    def log_artifact(self, path: Path | str, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_artifacts(self, folder: Path | str, artifact_path: str | None = None) -> None:
+        self.client.log_artifacts(self.run_id, str(folder), artifact_path)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_dict(self, data: Any, artifact_file: str) -> None:
+        self.client.log_dict(self.run_id, data, artifact_file)
+
+    def log_dataset(self, dataset: Any, context: str) -> None:
+        """Record an `mlflow.data` dataset as an input of the run (name, digest, source, schema)."""
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        self.client.log_inputs(self.run_id, datasets=[
+            DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])])
+
+    def scratch_dir(self) -> tempfile.TemporaryDirectory:
+        return tempfile.TemporaryDirectory(prefix="fuseflow-")
+
+
+def write_json(path: Path, data: Any) -> Path:
+    path.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+    return path
+
+
+def iter_metric_rows(history: Iterable[Mapping[str, float]]) -> Iterable[tuple[int, dict[str, float]]]:
+    for row in history:
+        yield int(row["epoch"]), {k: v for k, v in row.items() if k != "epoch"}
