@@ -47,6 +47,13 @@ class PipelineSpec(StrictModel):
         return self
 
     @property
+    def kind(self) -> str:
+        """Which flow body runs this pipeline: 'tabular' (feature table) or 'text' (text columns)."""
+        if getattr(self.data, "text_column", None) or getattr(self.data, "text_columns", None):
+            return "text"
+        return "tabular"
+
+    @property
     def experiment(self) -> str:
         return self.tracking.experiment or self.name
 
