@@ -126,7 +126,12 @@ def log_dataset(splits: TabularSplits, logger: RunLogger) -> str:
 
     frame = pd.DataFrame(splits.X["train"], columns=splits.feature_names)
     frame["label"] = splits.y["train"]
+    import warnings
+
     source = CodeDatasetSource(tags={"fuseflow.source": splits.source})  # sklearn:/hub: names have no resolver
-    dataset = mlflow.data.from_pandas(frame, source=source, name=splits.name, targets="label", digest=splits.digest)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Integer columns.*")  # class ids are integers by design
+        dataset = mlflow.data.from_pandas(frame, source=source, name=splits.name, targets="label",
+                                          digest=splits.digest)
     logger.log_dataset(dataset, "training")
     return splits.digest
