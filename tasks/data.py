@@ -24,6 +24,8 @@ class SplitConfig(StrictModel):
     validation: float = Field(0.15, gt=0, lt=1)
     test: float = Field(0.15, gt=0, lt=1)
     stratify: bool = True
+    seed: Optional[int] = Field(None, description="seed of the split (default: the pipeline's seed); "
+                                "fusion members share one split while their `seed` varies the initialisation")
 
     @model_validator(mode="after")
     def _leave_training_data(self) -> "SplitConfig":
@@ -247,6 +249,7 @@ def load_tabular(config: Any, seed: int, base_dir: Path, loss: str | None = None
     if stratify is not None and np.bincount(y).min() < 3:
         stratify = None  # too few samples of a class to stratify three ways
     held_out = config.split.validation + config.split.test
+    seed = seed if config.split.seed is None else config.split.seed
     X_train, X_rest, y_train, y_rest = train_test_split(X, y, test_size=held_out, random_state=seed, stratify=stratify)
     stratify_rest = y_rest if stratify is not None else None
     X_val, X_test, y_val, y_test = train_test_split(
