@@ -77,18 +77,27 @@ def epoch_metrics(outputs: Any, targets: Any, task: str) -> dict[str, float]:
     return {"r2": 1 - resid / total, "mae": torch.abs(out - targets).mean().item()}
 
 
+def forward(model: Any, inputs: Any) -> Any:
+    """Model outputs (logits) for a batch: a tensor, or a dict of tensors (tokenized text) passed as keywords."""
+    out = model(**inputs) if isinstance(inputs, dict) else model(inputs)
+    return getattr(out, "logits", out)  # Hugging Face models return an output object
+
+
 def predict_batches(model: Any, X: Any, batch_size: int) -> Any:
     import torch
 
     model.eval()
     with torch.no_grad():
-        return torch.cat([model(X[i:i + batch_size]) for i in range(0, len(X), batch_size)])
+        return torch.cat([forward(model, X[i:i + batch_size]) for i in range(0, len(X), batch_size)])
 
 
 def train_torch(model: Any, data: dict[str, tuple[Any, Any]], task: str, config: TorchTrainConfig, seed: int,
                 on_epoch_end: Optional[EpochCallback] = None, resume: Optional[dict[str, Any]] = None,
                 show_progress: bool = True) -> TrainResult:
     """Train ``model`` on ``data['train']`` = (X, y) tensors, validating on ``data['validation']`` every epoch.
+
+    ``X`` may also be an indexable batch source (e.g. `tasks.tokenize.TextBatches`) whose items are dicts of
+    tensors and which may give each epoch's row order through ``epoch_order(generator)``.
 
     ``on_epoch_end(epoch, metrics, state)`` receives the epoch's metrics and the resumable state
     (model, optimizer, scheduler, RNG, early-stopping book-keeping); ``resume`` is such a state.
@@ -134,11 +143,12 @@ def train_torch(model: Any, data: dict[str, tuple[Any, Any]], task: str, config:
         for epoch in range(start_epoch, config.epochs + 1):
             model.train()
             started = time.perf_counter()
-            order = torch.randperm(len(X_train), generator=generator).to(device)
+            order = (X_train.epoch_order(generator) if hasattr(X_train, "epoch_order")
+                     else torch.randperm(len(X_train), generator=generator)).to(device)
             total_loss = torch.zeros((), device=device)
             for i in range(0, len(order), config.batch_size):
                 idx = order[i:i + config.batch_size]
-                loss = criterion(model(X_train[idx]), y_train[idx])
+                loss = criterion(forward(model, X_train[idx]), y_train[idx])
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(
                         f"loss became {loss.item()} at epoch {epoch}, batch {i // config.batch_size + 1}: "
