@@ -8,11 +8,13 @@ un-standardized regression target). Beside it, `extra_files/` holds the network'
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
 SPEC_FILE = "fuseflow_model.json"
 WEIGHTS_FILE = "weights.safetensors"
+_EXPORT_LOCK = threading.Lock()  # serialises torch.export across threads (fusion members train concurrently)
 
 
 def inference_module(core: Any, scaling: Any, task: str) -> Any:
@@ -59,10 +61,11 @@ def save_tabular_model(core: Any, model_config: Any, splits: Any, scaling: Any, 
     weights_file = extras / WEIGHTS_FILE
     save_file({k: v.detach().contiguous() for k, v in core.state_dict().items()}, str(weights_file))
     example = np.ascontiguousarray(_raw_rows(splits, scaling)[:5], dtype=np.float32)
-    mlflow.pytorch.save_model(
-        inference_module(core, scaling, splits.task), str(path), serialization_format="pt2", input_example=example,
-        extra_files=[str(spec_file), str(weights_file)],
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"])
+    with _EXPORT_LOCK:  # torch.export keeps module-global state: two threads exporting at once corrupt each other
+        mlflow.pytorch.save_model(
+            inference_module(core, scaling, splits.task), str(path), serialization_format="pt2", input_example=example,
+            extra_files=[str(spec_file), str(weights_file)],
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"])
     return path
 
 
