@@ -21,6 +21,7 @@ Runner = Callable[[PipelineSpec, RunLogger, Path], dict[str, Any]]
 #: pipeline kind (`PipelineSpec.kind`) -> "module:function" that runs its body into an open MLflow run
 RUNNERS: dict[str, str] = {
     "tabular": "flows.tabular:run_tabular",
+    "text": "flows.text:run_text",
 }
 
 

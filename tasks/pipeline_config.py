@@ -9,6 +9,8 @@ import tasks.data  # noqa: F401 - registers the data sources
 import tasks.models  # noqa: F401 - registers the model types
 import tasks.preprocess  # noqa: F401 - registers the preprocess steps
 import tasks.train_torch  # noqa: F401 - registers the torch backend
+import tasks.tokenize  # noqa: F401 - registers the tokenize step (text)
+import tasks.train_hf  # noqa: F401 - registers the hf_trainer backend
 from tasks.evaluate import EvaluateConfig
 from tasks.preprocess import normalize_step
 from tasks.registry import DATA_SOURCES, MODELS, PREPROCESSORS, TRAINERS, StrictModel

@@ -1,0 +1,164 @@
+"""The Prefect tasks of a text classification pipeline: thin wrappers over the text step modules, testable via `.fn`.
+
+They take no Prefect cache policy (`NO_CACHE`): their inputs are models, tokenizers and datasets, and the
+expensive part that repeats, tokenization, is cached by `datasets`' fingerprints (see tasks/tokenize.py).
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.dataset import METRIC_PREFIX
+from tasks.text_data import TextSplits
+from tasks.tracking import RunLogger, write_json
+
+log = logging.getLogger("fuseflow")
+TAG_TOKENIZE_CACHE = "fuseflow.tokenize_cache"
+
+
+@task(name="load-tokenizer", cache_policy=NO_CACHE)
+def load_tokenizer(model_config: Any, base_dir: Path) -> Any:
+    """The model's fast tokenizer; loaded first so that a missing model fails before any data work."""
+    return model_config.load_tokenizer(base_dir)
+
+
+@task(name="load-data", cache_policy=NO_CACHE)
+def load_data(config: Any, seed: int, base_dir: Path) -> TextSplits:
+    """Load the texts through `datasets`, map labels to ids (sorted) and split (seeded, stratified)."""
+    from tasks.text_data import load_text
+
+    return load_text(config, seed, base_dir)
+
+
+@task(name="log-dataset", cache_policy=NO_CACHE)
+def log_dataset(splits: TextSplits, logger: RunLogger) -> str:
+    """The training split as the run's dataset input (content digest), and the label map as param + artifact."""
+    import json
+
+    import mlflow.data
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+
+    from tasks.text_data import describe_labels
+
+    frame = splits.datasets["train"].to_pandas()
+    source = CodeDatasetSource(tags={"fuseflow.source": splits.source})
+    dataset = mlflow.data.from_pandas(frame, source=source, name=splits.name, targets="label", digest=splits.digest)
+    logger.log_dataset(dataset, "training")
+    labels = describe_labels(splits)
+    logger.log_params({"data.id2label": json.dumps(labels["id2label"]), "data.num_classes": len(splits.classes)})
+    logger.log_metrics({f"data_{split}_size": n for split, n in splits.sizes().items()})
+    logger.log_dict(labels, "label_map.json")
+    return splits.digest
+
+
+@task(name="tokenize", cache_policy=NO_CACHE)
+def tokenize(splits: TextSplits, tokenizer: Any, config: Any, logger: RunLogger | None) -> TextSplits:
+    """Tokenize every split (or reuse the tokens cached by an earlier run); the cache use is tagged on the run."""
+    import json
+
+    from tasks.tokenize import tokenize_splits
+
+    tokenized = tokenize_splits(splits, tokenizer, config)
+    log.info("tokenize: %s", ", ".join(f"{s} {state}" for s, state in tokenized.tokenize_cache.items()))
+    if logger:
+        logger.set_tags({TAG_TOKENIZE_CACHE: json.dumps(tokenized.tokenize_cache)})
+    return tokenized
+
+
+@task(name="build-model", cache_policy=NO_CACHE)
+def build_model(model_config: Any, classes: list[str], tokenizer: Any, seed: int, base_dir: Path) -> Any:
+    """The transformer with a classification head over `classes`, seeded."""
+    import torch
+
+    torch.manual_seed(seed)
+    return model_config.build_text(classes, tokenizer, base_dir)
+
+
+def batches(splits: TextSplits, split: str, tokenizer: Any, batch_size: int, group_by_length: bool = False) -> Any:
+    from tasks.tokenize import TextBatches
+
+    return TextBatches(splits.datasets[split], tokenizer.pad_token_id or 0, batch_size, group_by_length)
+
+
+@task(name="train", cache_policy=NO_CACHE)
+def train(model: Any, splits: TextSplits, tokenizer: Any, train_config: Any, tokenize_config: Any, seed: int,
+          logger: RunLogger | None) -> tuple[Any, Any]:
+    """Fine-tune with the configured backend; per-epoch metrics go to the run under the same names for both."""
+    import torch
+
+    def on_epoch_end(epoch: int, metrics: dict[str, float], state: dict[str, Any]) -> None:
+        if logger:
+            logger.log_metrics(metrics, step=epoch)
+
+    if train_config.backend == "hf_trainer":
+        from tasks.train_hf import train_hf
+
+        columns = ["input_ids", "attention_mask", "token_type_ids", "label"]
+        keep = {s: splits.datasets[s].select_columns([c for c in columns if c in splits.datasets[s].column_names])
+                for s in ("train", "validation")}
+        result = train_hf(model, keep["train"], keep["validation"], tokenizer, train_config, seed,
+                          tokenize_config.group_by_length, on_epoch_end)
+    else:
+        from tasks.train_torch import train_torch
+
+        data = {s: (batches(splits, s, tokenizer, train_config.batch_size, tokenize_config.group_by_length and s == "train"),
+                    torch.as_tensor(splits.labels(s))) for s in ("train", "validation")}
+        result = train_torch(model, data, "classification", train_config, seed, on_epoch_end=on_epoch_end)
+    if logger:
+        logger.log_metrics({"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+                            "train_samples_per_s": result.train_samples_per_s})
+    return model, result
+
+
+def class_probabilities(model: Any, splits: TextSplits, split: str, tokenizer: Any, batch_size: int) -> Any:
+    """Softmax outputs of the model for one split, in row order (numpy, n x classes)."""
+    from tasks.train_torch import predict_batches
+
+    device = next(model.parameters()).device
+    data = batches(splits, split, tokenizer, batch_size).to(device)
+    return predict_batches(model, data, batch_size).softmax(-1).float().cpu().numpy()
+
+
+@task(name="evaluate", cache_policy=NO_CACHE)
+def evaluate(model: Any, splits: TextSplits, tokenizer: Any, config: Any, train_result: Any, eval_batch_size: int,
+             logger: RunLogger | None) -> dict[str, Any]:
+    """Test metrics, per-class report with the class names, confusion matrix and learning curve."""
+    from tasks import evaluate as ev
+
+    y_test = splits.labels("test")
+    proba = class_probabilities(model, splits, "test", tokenizer, eval_batch_size)
+    metrics = ev.classification_metrics(y_test, proba, config.for_task("classification"))
+    report: dict[str, Any] = {"task": "classification", "sizes": splits.sizes(), "data_digest": splits.digest,
+                              **ev.classification_report(y_test, proba, splits.classes)}
+    prefixed = {f"{METRIC_PREFIX['test']}_{k}": v for k, v in metrics.items()}
+    report["metrics"] = prefixed
+    if train_result is not None:
+        report["training"] = {"best_epoch": train_result.best_epoch, "epochs_run": train_result.epochs_run,
+                              "stopped_early": train_result.stopped_early,
+                              "train_samples_per_s": train_result.train_samples_per_s}
+    if logger:
+        logger.log_metrics(prefixed, step=train_result.epochs_run if train_result else 0)
+        with tempfile.TemporaryDirectory(prefix="fuseflow-eval-") as tmp:
+            folder = Path(tmp)
+            write_json(folder / "evaluation_report.json", report)
+            if config.confusion_matrix:
+                ev.plot_confusion_matrix(report["confusion_matrix"], report["class_names"], folder / "confusion_matrix.png")
+            if train_result is not None and train_result.history and config.learning_curve:
+                ev.plot_learning_curve(train_result.history, folder / "learning_curve.png", train_result.best_epoch)
+            logger.log_artifacts(folder, "evaluation")
+    return report
+
+
+@task(name="log-model", cache_policy=NO_CACHE)
+def log_model(model: Any, tokenizer: Any, raw: TextSplits, logger: RunLogger, source: str) -> str:
+    """The model and tokenizer as an MLflow transformers model (text-classification); returns its `runs:/` URI."""
+    from tasks.hf_export import log_text_model
+
+    column = raw.text_columns[0]
+    examples = [str(t) for t in raw.datasets["test"][column][:2]]
+    return log_text_model(model, tokenizer, logger, examples, source)
