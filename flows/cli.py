@@ -60,17 +60,54 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _choose_prefect_api(project_dir: str) -> str | None:
+    """Point Prefect at a running server when there is one (before Prefect is imported); None if the named one is down."""
+    from flows.server import PrefectServerDown, choose_prefect_api
+
+    try:
+        return choose_prefect_api(project_dir)
+    except PrefectServerDown as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from flows.spec import load_project, parse_overrides, resolve
 
     overrides = parse_overrides(args.set)
     resolve(load_project(args.file), args.name, overrides)  # config errors exit 2 before anything starts
-    from flows.logs import route_tracebacks_to_file
+    prefect_api = _choose_prefect_api(str(Path(args.file).parent))  # before Prefect is imported
+    if prefect_api is None:
+        return EXIT_RUN_FAILED
     from flows.pipeline import run_pipeline
 
-    log_file = route_tracebacks_to_file(args.name)
+    return _report_run(args.name, prefect_api, lambda: run_pipeline(
+        args.name, {o.key: o.value for o in overrides} or None, args.file, no_cache=args.no_cache, resume=args.resume),
+        _print_summary)
+
+
+def cmd_rerun(args: argparse.Namespace) -> int:
+    prefect_api = _choose_prefect_api(".")
+    if prefect_api is None:
+        return EXIT_RUN_FAILED
+    from flows.rerun import print_rerun, rerun
+
+    return _report_run(f"rerun-{args.run_id[:12]}", prefect_api,
+                       lambda: rerun(args.run_id, args.tracking_uri, args.use_cache), print_rerun)
+
+
+def _report_run(label: str, prefect_api: str, call: Any, show: Any) -> int:
+    """Run `call` with tracebacks routed to a log file; exit code and one-line errors as the CLI promises."""
+    import logging
+
+    from flows.logs import route_tracebacks_to_file
+
+    log_file = route_tracebacks_to_file(label)
+    logging.getLogger("fuseflow").info(prefect_api)
     try:
-        summary = run_pipeline(args.name, {o.key: o.value for o in overrides} or None, args.file)
+        summary = call()
     except KeyboardInterrupt:
         print("error: interrupted; the MLflow run is marked KILLED", file=sys.stderr)
         return 130
@@ -81,7 +118,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"error: run failed: {type(exc).__name__}: {exc}\n(the MLflow run is marked FAILED; "
               f"traceback in {log_file})", file=sys.stderr)
         return EXIT_RUN_FAILED
-    _print_summary(summary)
+    show(summary)
     return EXIT_OK
 
 
@@ -136,6 +173,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     apply_defaults()
     parser = build_parser()
+    p.add_argument("--no-cache", action="store_true",
+                   help="recompute every step instead of reusing stored results (the new results are stored)")
+    p.add_argument("--resume", action="store_true", help="continue the latest unfinished run of this pipeline and "
+                   "config from its last training checkpoint, into the same MLflow run")
+    p = add("rerun", "run again the resolved config logged with an MLflow run (not today's pipelines.yaml)", cmd_rerun)
+    p.add_argument("run_id", help="the MLflow run to reproduce")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or the "
+                   "project's sqlite store)")
+    p.add_argument("--use-cache", action="store_true", help="reuse stored step results (default: recompute all)")
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -32,8 +32,14 @@ def runner_for(kind: str) -> Runner:
 
 
 @flow(name="fuseflow", flow_run_name="{pipeline}", validate_parameters=True, persist_result=False)
-def run_pipeline(pipeline: str, overrides: Optional[dict[str, Any]] = None, file: str = DEFAULT_FILE) -> dict[str, Any]:
-    """Run pipeline `pipeline` of `file`, with `overrides` (dotted keys -> values) applied before validation."""
+def run_pipeline(pipeline: str, overrides: Optional[dict[str, Any]] = None, file: str = DEFAULT_FILE,
+                 no_cache: bool = False, resume: bool = False, rerun_of: Optional[str] = None) -> dict[str, Any]:
+    """Run pipeline `pipeline` of `file`, with `overrides` (dotted keys -> values) applied before validation.
+
+    `no_cache` recomputes every cached step; `resume` continues the latest unfinished run of this pipeline and
+    config from its last checkpoint; `rerun_of` tags the run as a reproduction of that MLflow run."""
+    from tasks.caching import cache_dir, cache_options
+
     project = load_project(file)
     spec = resolve(project, pipeline, parse_overrides(overrides))
     body = runner_for(spec.kind)

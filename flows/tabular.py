@@ -5,6 +5,8 @@ from pathlib import Path
 from typing import Any
 
 from tasks import steps
+from tasks.caching import cached_step, report_cache_use
+from tasks.checkpoint import Checkpointer
 from tasks.pipeline_config import PipelineSpec
 from tasks.tracking import RunLogger
 
@@ -12,11 +14,13 @@ from tasks.tracking import RunLogger
 def run_tabular(spec: PipelineSpec, logger: RunLogger, base_dir: Path) -> dict[str, Any]:
     """Run every step into `logger`'s MLflow run; returns run id, model URI, test metrics and task."""
     loss = getattr(spec.train, "loss", None)
-    raw = steps.load_data(spec.data, spec.seed, base_dir, loss)
+    raw = cached_step(steps.load_data)(spec.data, spec.seed, base_dir, loss)
     steps.log_dataset(raw, logger)
-    splits, scaling = steps.preprocess(spec.preprocess, raw, spec.data.target_scaling)
+    splits, scaling = cached_step(steps.preprocess)(spec.preprocess, raw, spec.data.target_scaling)
     model = steps.build_model(spec.model, splits.num_features, splits.num_outputs, spec.seed)
-    model, result = steps.train(model, splits, spec.train, spec.seed, logger)
+    checkpoint = Checkpointer(logger, getattr(spec.train, "checkpoint_every", 1))
+    model, result = cached_step(steps.train)(model, splits, spec.train, spec.seed, logger, checkpoint=checkpoint)
+    report_cache_use(logger, result)
     report = steps.evaluate(model, splits, scaling, spec.evaluate, result, logger)
     model_uri = steps.log_model(model, spec.model, splits, scaling, logger)
     return {"run_id": logger.run_id, "model_uri": model_uri, "metrics": report["metrics"], "task": splits.task}

@@ -22,6 +22,7 @@ TAG_ERROR = "fuseflow.error"
 TAG_FLOW_RUN_ID = "prefect.flow_run_id"
 TAG_FLOW_RUN_URL = "prefect.flow_run_url"
 TAG_DEPLOYMENT = "prefect.deployment"
+TAG_VERSIONS = "fuseflow.versions"
 
 
 def resolved_config(spec: PipelineSpec) -> dict[str, Any]:
@@ -76,9 +77,13 @@ def experiment_id(client: Any, name: str, uri: str) -> str:
 
 @contextmanager
 def tracked_run(spec: PipelineSpec, overrides: Mapping[str, Any] | None, base_dir: Path,
-                parent_run_id: str | None = None, extra_tags: Mapping[str, Any] | None = None) -> Iterator[RunLogger]:
+                parent_run_id: str | None = None, extra_tags: Mapping[str, Any] | None = None,
+                resume: bool = False) -> Iterator[RunLogger]:
     """One MLflow run for one pipeline run: FINISHED on success, FAILED (with the error as a tag) on an
-    exception, KILLED on Ctrl-C."""
+    exception, KILLED on Ctrl-C. With `resume`, the latest unfinished run of this pipeline and config is
+    reopened instead of creating one (see flows/resume.py)."""
+    from flows.resume import find_resumable_run, process_tags, reopen_run
+    from tasks.fingerprint import fingerprint_versions
     from mlflow import MlflowClient
     from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
@@ -87,18 +92,27 @@ def tracked_run(spec: PipelineSpec, overrides: Mapping[str, Any] | None, base_di
     exp = experiment_id(client, spec.experiment, uri)
     tags = {TAG_PIPELINE: spec.name, TAG_CONFIG_HASH: config_hash(spec), MLFLOW_GIT_COMMIT: git_commit(base_dir),
             "fuseflow.overrides": json.dumps(dict(overrides or {})) if overrides else None,
+            TAG_VERSIONS: json.dumps(fingerprint_versions()), **process_tags(),
             **prefect_context(), **(extra_tags or {})}
     if parent_run_id:
         tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
-    run = client.create_run(exp, run_name=spec.tracking.run_name or None,
-                            tags={k: str(v) for k, v in tags.items() if v is not None})
+    previous = find_resumable_run(client, exp, spec.name, tags[TAG_CONFIG_HASH]) if resume else None
+    if previous is not None:
+        reopen_run(client, previous, {**prefect_context(), **(extra_tags or {})})
+        run = previous
+    else:
+        if resume:
+            log.info("no unfinished run of '%s' with this config to resume: starting a new run", spec.name)
+        run = client.create_run(exp, run_name=spec.tracking.run_name or None,
+                                tags={k: str(v) for k, v in tags.items() if v is not None})
     logger = RunLogger(run.info.run_id, uri)
     try:
-        config = resolved_config(spec)
-        logger.log_params(flatten({k: v for k, v in config.items() if k not in ("description", "tags")}))
-        logger.log_text(yaml.safe_dump({"pipelines": {spec.name: config}}, sort_keys=False), "pipeline.yaml")
-        if overrides:
-            logger.log_params({f"override.{k}": v for k, v in overrides.items()})
+        if previous is None:  # a resumed run has its params and pipeline.yaml already
+            config = resolved_config(spec)
+            logger.log_params(flatten({k: v for k, v in config.items() if k not in ("description", "tags")}))
+            logger.log_text(yaml.safe_dump({"pipelines": {spec.name: config}}, sort_keys=False), "pipeline.yaml")
+            if overrides:
+                logger.log_params({f"override.{k}": v for k, v in overrides.items()})
         log.info("MLflow run %s (experiment '%s', %s)", run.info.run_id, spec.experiment, uri)
         yield logger
     except KeyboardInterrupt:

@@ -6,12 +6,14 @@ from pathlib import Path
 from typing import Any
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
+from tasks.caching import NOT_KEYED, StepCachePolicy
 from tasks.dataset import METRIC_PREFIX, TabularSplits
 from tasks.tracking import RunLogger, write_json
 
 
-@task(name="load-data")
+@task(name="load-data", cache_policy=StepCachePolicy(exclude=NOT_KEYED + ("base_dir",)))
 def load_data(config: Any, seed: int, base_dir: Path, loss: str | None = None) -> TabularSplits:
     """Read the table and split it (seeded, stratified for classification)."""
     from tasks.data import load_tabular
@@ -19,7 +21,7 @@ def load_data(config: Any, seed: int, base_dir: Path, loss: str | None = None) -
     return load_tabular(config, seed, base_dir, loss)
 
 
-@task(name="preprocess")
+@task(name="preprocess", cache_policy=StepCachePolicy())
 def preprocess(steps: list[Any], splits: TabularSplits, target_scaling: str) -> tuple[TabularSplits, Any]:
     """Fit the preprocess steps on train and transform every split."""
     from tasks.preprocess import fit_preprocess
@@ -27,7 +29,7 @@ def preprocess(steps: list[Any], splits: TabularSplits, target_scaling: str) -> 
     return fit_preprocess(steps, splits, target_scaling)
 
 
-@task(name="build-model")
+@task(name="build-model", cache_policy=NO_CACHE)
 def build_model(model_config: Any, in_features: int, out_features: int, seed: int) -> Any:
     """Instantiate the network with a seeded initialisation."""
     import torch
@@ -36,13 +38,19 @@ def build_model(model_config: Any, in_features: int, out_features: int, seed: in
     return model_config.build(in_features, out_features)
 
 
-@task(name="train")
+@task(name="train", cache_policy=StepCachePolicy())
 def train(model: Any, splits: TabularSplits, train_config: Any, seed: int, logger: RunLogger | None,
           resume: dict | None = None, checkpoint: Any = None) -> tuple[Any, Any]:
-    """Run the training backend; per-epoch metrics go to MLflow in one batch per epoch."""
+    """Run the training backend; per-epoch metrics go to MLflow in one batch per epoch.
+
+    `checkpoint(epoch, state)` saves the resumable state; when it has a saved one (`checkpoint.latest()`: a Prefect
+    retry, or `--resume` of an unfinished run) and no `resume` state is given, training continues from it."""
     import torch
 
     from tasks.train_torch import train_torch
+
+    if resume is None and checkpoint is not None and hasattr(checkpoint, "latest"):
+        resume = checkpoint.latest()
 
     tensors = {split: (torch.from_numpy(splits.X[split]), torch.from_numpy(splits.y[split]))
                for split in ("train", "validation")}
@@ -72,7 +80,7 @@ def network_outputs(model: Any, splits: TabularSplits, split: str, scaling: Any)
     return out.squeeze(-1).numpy() * scaling.target_scale + scaling.target_mean
 
 
-@task(name="evaluate")
+@task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate(model: Any, splits: TabularSplits, scaling: Any, config: Any, train_result: Any,
              logger: RunLogger | None) -> dict[str, Any]:
     """Test metrics, per-class report and plots; logged to the run and returned."""
@@ -106,7 +114,7 @@ def evaluate(model: Any, splits: TabularSplits, scaling: Any, config: Any, train
     return report
 
 
-@task(name="log-model")
+@task(name="log-model", cache_policy=NO_CACHE)
 def log_model(model: Any, model_config: Any, splits: TabularSplits, scaling: Any, logger: RunLogger) -> str:
     """Save the model (pt2 + weights + spec) as the run's `model` artifact; returns its `runs:/` URI."""
     from tasks.model_export import save_tabular_model
@@ -117,7 +125,7 @@ def log_model(model: Any, model_config: Any, splits: TabularSplits, scaling: Any
     return f"runs:/{logger.run_id}/model"
 
 
-@task(name="log-dataset")
+@task(name="log-dataset", cache_policy=NO_CACHE)
 def log_dataset(splits: TabularSplits, logger: RunLogger) -> str:
     """Record the training split as the run's dataset input (name, content digest, schema)."""
     import mlflow.data

@@ -62,6 +62,17 @@ class RunLogger:
         for i in range(0, len(batch), 1000):
             self.client.log_batch(self.run_id, metrics=batch[i:i + 1000])
 
+    def log_history(self, history: Iterable[Mapping[str, float]]) -> None:
+        """Per-epoch rows (`{"epoch": n, metric: value, ...}`) in as few batches as MLflow allows."""
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for step, row in iter_metric_rows(history) for k, v in row.items()]
+        for i in range(0, len(batch), 1000):
+            self.client.log_batch(self.run_id, metrics=batch[i:i + 1000])
+
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 
