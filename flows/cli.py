@@ -161,6 +161,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--file", default=DEFAULT_FILE, help="pipelines file (default: %(default)s)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key with a YAML value, e.g. --set train.optimizer.lr=3e-4 (repeatable)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="recompute every step instead of reusing stored results (the new results are stored)")
+    p.add_argument("--resume", action="store_true", help="continue the latest unfinished run of this pipeline and "
+                   "config from its last training checkpoint, into the same MLflow run")
+    p = add("rerun", "run again the resolved config logged with an MLflow run (not today's pipelines.yaml)", cmd_rerun)
+    p.add_argument("run_id", help="the MLflow run to reproduce")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or the "
+                   "project's sqlite store)")
+    p.add_argument("--use-cache", action="store_true", help="reuse stored step results (default: recompute all)")
     p = add("predict", "load a logged model and predict", cmd_predict)
     p.add_argument("model_uri", help="runs:/<run_id>/model, models:/<name>/<version>, models:/<name>@<alias>")
     p.add_argument("input", nargs="?", help="CSV or JSON file of feature rows (or of texts, one per row)")
@@ -173,15 +182,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     apply_defaults()
     parser = build_parser()
-    p.add_argument("--no-cache", action="store_true",
-                   help="recompute every step instead of reusing stored results (the new results are stored)")
-    p.add_argument("--resume", action="store_true", help="continue the latest unfinished run of this pipeline and "
-                   "config from its last training checkpoint, into the same MLflow run")
-    p = add("rerun", "run again the resolved config logged with an MLflow run (not today's pipelines.yaml)", cmd_rerun)
-    p.add_argument("run_id", help="the MLflow run to reproduce")
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or the "
-                   "project's sqlite store)")
-    p.add_argument("--use-cache", action="store_true", help="reuse stored step results (default: recompute all)")
     args = parser.parse_args(argv)
     try:
         return args.func(args)
