@@ -43,7 +43,9 @@ def run_pipeline(pipeline: str, overrides: Optional[dict[str, Any]] = None, file
     project = load_project(file)
     spec = resolve(project, pipeline, parse_overrides(overrides))
     body = runner_for(spec.kind)
-    with tracked_run(spec, overrides, project.base_dir) as logger:
+    tags = {"fuseflow.rerun_of": rerun_of} if rerun_of else None
+    with tracked_run(spec, overrides, project.base_dir, extra_tags=tags, resume=resume) as logger, \
+            cache_options(cache_dir(project.base_dir), no_cache):
         summary = body(spec, logger, project.base_dir)
     summary["pipeline"] = pipeline
     get_run_logger().info("finished: MLflow run %s, %s", summary["run_id"],
