@@ -157,6 +157,11 @@ def resolve(project: ProjectFile, name: str, overrides: Sequence[Override] = ())
         issues += [_pydantic_issue(project, name, raw, origins, err) for err in exc.errors()]
         raise ConfigError(issues) from None
     issues += [_issue(project, name, path, message, origins) for path, message in spec.preflight(project.base_dir)]
+    if spec.fusion is not None and not issues:  # members: other pipelines (their `set:` as --set) or model URIs
+        from tasks.fusion.checks import check_fusion
+
+        issues += [_issue(project, name, path, message, origins) for path, message in check_fusion(
+            spec, project.names, project.raw_pipeline, lambda member, sets: resolve(project, member, parse_overrides(sets)))]
     if issues:
         raise ConfigError(issues)
     return spec

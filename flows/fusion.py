@@ -1,0 +1,207 @@
+"""The body of a fusion pipeline: train inline members concurrently (nested MLflow runs), load every member,
+fit the fusion on validation, score test once, and log the report and ONE model (fused, or the best member).
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import wait
+
+from tasks.pipeline_config import PipelineSpec
+from tasks.tracking import RunLogger, write_json
+
+TAG_MEMBER = "fuseflow.fusion.member"  # on member runs: the member's name in the fusion
+TAG_PREFIX = "fuseflow.fusion"
+
+
+@task(name="train-member", task_run_name="train-{name}", cache_policy=NO_CACHE, persist_result=False)
+def train_member(spec: PipelineSpec, overrides: dict[str, Any], base_dir: Path, parent_run_id: str, name: str) -> dict[str, Any]:
+    """Run the member pipeline's own body in a nested MLflow run under the fusion run."""
+    from flows.pipeline import runner_for
+    from flows.tracking_run import tracked_run
+
+    with tracked_run(spec, overrides, base_dir, parent_run_id=parent_run_id, extra_tags={TAG_MEMBER: name}) as logger:
+        return runner_for(spec.kind)(spec, logger, base_dir)
+
+
+@task(name="load-member", task_run_name="load-{name}", cache_policy=NO_CACHE, persist_result=False)
+def load_member(name: str, uri: str, tracking_uri: str) -> Any:
+    """Download a member's model and rebuild it (network + preprocessing) to read its logits."""
+    from tasks.fusion.members import load_member as load
+
+    return load(name, uri, tracking_uri)
+
+
+@task(name="fuse", cache_policy=NO_CACHE, persist_result=False)
+def fuse_members(method: Any, members: list[Any], data: Any, metric_names: list[str], bootstrap: Any,
+                 require_gain: bool, sources: list[str], run_ids: list[Optional[str]]) -> Any:
+    """Fit the method on validation, score test once, decide what ships."""
+    from tasks.fusion.fuse import fuse
+
+    return fuse(method, members, data, metric_names, bootstrap, require_gain, sources, run_ids)
+
+
+def _member_spec(fusion_spec: PipelineSpec, member: Any) -> PipelineSpec:
+    """The member's spec, recorded in the fusion's experiment and store with a readable run name."""
+    tracking = member.spec.tracking.model_copy(update={
+        "experiment": fusion_spec.experiment, "uri": fusion_spec.tracking.uri,
+        "run_name": f"{fusion_spec.tracking.run_name or fusion_spec.name}/{member.name}"})
+    return member.spec.model_copy(update={"tracking": tracking})
+
+
+def run_fusion(spec: PipelineSpec, logger: RunLogger, base_dir: Path) -> dict[str, Any]:
+    """Run the fusion into `logger`'s (the parent) MLflow run; returns run id, model URI and test metrics."""
+    from tasks.fusion.fuse import load_fusion_data
+
+    log = get_run_logger()
+    fusion = spec.fusion
+    resolved = fusion.resolved
+    logger.set_tags({f"{TAG_PREFIX}.method": fusion.method.method,
+                     f"{TAG_PREFIX}.members": json.dumps([m.describe for m in resolved.members])})
+    futures = {m.index: train_member.submit(_member_spec(spec, m), m.overrides, base_dir, logger.run_id, m.name)
+               for m in resolved.members if m.inline}
+    wait(list(futures.values()))
+    failed = [(resolved.members[i].name, f) for i, f in futures.items() if f.state.is_failed()]
+    if failed:
+        name, future = failed[0]
+        raise RuntimeError(f"member {name} failed ({len(failed)} of {len(futures)} inline members failed): "
+                           f"{future.state.message}")
+    summaries = {i: f.result() for i, f in futures.items()}
+    uris = [summaries[m.index]["model_uri"] if m.inline else m.uri for m in resolved.members]
+    run_ids = [summaries[m.index]["run_id"] if m.inline else m.run_id for m in resolved.members]
+    log.info("fusion: members ready: %s", ", ".join(f"{m.name}={u}" for m, u in zip(resolved.members, uris)))
+    logger.set_tags({f"{TAG_PREFIX}.member.{m.name}.run_id": rid for m, rid in zip(resolved.members, run_ids)})
+
+    members = [load_member(m.name, uri, logger.tracking_uri) for m, uri in zip(resolved.members, uris)]
+    data = load_fusion_data(resolved.data, base_dir)
+    _check_digests(resolved.members, run_ids, data.digest, logger)
+    names = spec.evaluate.for_task("classification")
+    outcome = fuse_members(fusion.method, members, data, names, fusion.bootstrap, fusion.require_gain,
+                           [m.describe for m in resolved.members], run_ids)
+    for member in resolved.members:
+        if not member.inline:
+            _record_uri_member(spec, member, run_ids[member.index], outcome.report, logger)
+    model_uri = _log_outcome(outcome, data, names, logger,
+                             best_uri=uris[outcome.best_index], best_name=resolved.members[outcome.best_index].name)
+    log.info("fusion: %s", outcome.report["note"])
+    headline = {k: v for k, v in _shipped_metrics(outcome, names).items()}
+    return {"run_id": logger.run_id, "model_uri": model_uri, "metrics": headline, "task": "classification",
+            "fusion": {"shipped": outcome.shipped, "member_run_ids": run_ids, "report": outcome.report}}
+
+
+def _check_digests(members: list[Any], run_ids: list[Optional[str]], digest: str, logger: RunLogger) -> None:
+    """Every member run that recorded its training data must have seen exactly the fusion's splits."""
+    for member, run_id in zip(members, run_ids):
+        if not run_id:
+            continue
+        inputs = logger.client.get_run(run_id).inputs
+        digests = {d.dataset.digest for d in (inputs.dataset_inputs if inputs else [])}
+        if digests and digest not in digests:
+            raise ValueError(f"member {member.name} ({member.describe}) was trained on data with digest "
+                             f"{', '.join(sorted(digests))}, but the fusion's splits have digest {digest}: "
+                             "members must share one data split")
+
+
+def _shipped_metrics(outcome: Any, names: list[str]) -> dict[str, float]:
+    rep = outcome.report
+    source = rep["fused"] if outcome.shipped == "fused" else rep["best_member"]
+    return {f"test_{k}": v for k, v in source["test"].items() if k in names}
+
+
+def _record_uri_member(spec: PipelineSpec, member: Any, run_id: Optional[str], report: dict[str, Any],
+                       parent: RunLogger) -> None:
+    """A nested run for a `model:` member: where it came from, and its metrics on the fusion's splits."""
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    from flows.tracking_run import TAG_PIPELINE
+
+    parent_run = parent.client.get_run(parent.run_id)
+    entry = report["members"][member.index]
+    run = parent.client.create_run(parent_run.info.experiment_id,
+                                   run_name=f"{spec.tracking.run_name or spec.name}/{member.name}",
+                                   tags={MLFLOW_PARENT_RUN_ID: parent.run_id, TAG_MEMBER: member.name,
+                                         TAG_PIPELINE: spec.name, f"{TAG_PREFIX}.source_uri": member.uri,
+                                         f"{TAG_PREFIX}.source_run_id": run_id or ""})
+    child = RunLogger(run.info.run_id, parent.tracking_uri)
+    try:
+        child.log_params({"model_uri": member.uri, "source_run_id": run_id or ""})
+        child.log_metrics({**{f"val_{k}": v for k, v in entry["val"].items()},
+                           **{f"test_{k}": v for k, v in entry["test"].items()}})
+    except BaseException:
+        parent.client.set_terminated(run.info.run_id, "FAILED")
+        raise
+    parent.client.set_terminated(run.info.run_id, "FINISHED")
+
+
+def _log_outcome(outcome: Any, data: Any, names: list[str], logger: RunLogger, best_uri: str, best_name: str) -> str:
+    """Metrics, weights (params + artifact), tags, report JSON, table, bar chart, and the model."""
+    from tasks import evaluate as ev
+    from tasks.fusion.pyfunc import FusedPredictor, save_fused_model
+    from tasks.fusion.report import markdown_table, plot_members
+
+    rep = outcome.report
+    metrics: dict[str, float] = dict(_shipped_metrics(outcome, names))
+    for member in rep["members"]:
+        metrics.update({f"{member['name']}_test_{k}": v for k, v in member["test"].items()})
+    for row in ("best_member", "mean", "fused"):
+        metrics.update({f"{row}_test_{k}": v for k, v in rep[row]["test"].items()})
+        metrics.update({f"{row}_val_{k}": v for k, v in rep[row]["val"].items()})
+    for key, ci in rep["bootstrap"].items():
+        metrics.update({f"fused_minus_best_test_{key}": ci["delta"], f"fused_minus_best_test_{key}_ci_low": ci["low"],
+                        f"fused_minus_best_test_{key}_ci_high": ci["high"]})
+    logger.log_metrics(metrics)
+    weights = {m["name"]: m["weight"] for m in rep["members"]}
+    logger.log_params({f"fusion.weights.{k}": round(v, 6) for k, v in weights.items()})
+    table = markdown_table(rep)
+    logger.set_tags({f"{TAG_PREFIX}.shipped": outcome.shipped, f"{TAG_PREFIX}.best_member": best_name,
+                     f"{TAG_PREFIX}.gain_on_validation": rep["gain_on_validation"], f"{TAG_PREFIX}.note": rep["note"],
+                     "mlflow.note.content": table})
+    with tempfile.TemporaryDirectory(prefix="fuseflow-fusion-") as tmp:
+        folder = Path(tmp) / "fusion"
+        folder.mkdir()
+        write_json(folder / "fusion_report.json", rep)
+        write_json(folder / "weights.json", {"members": weights, "combination": rep["combination"]})
+        (folder / "member_table.md").write_text(table, encoding="utf-8")
+        plot_members(rep, folder / "fusion_members.png")
+        logger.log_artifacts(folder, "fusion")
+        evaluation = Path(tmp) / "evaluation"
+        evaluation.mkdir()
+        shipped_probs = outcome.fused_test_probs if outcome.shipped == "fused" else outcome.best_test_probs
+        cm = ev.classification_report(data.y["test"], shipped_probs, [str(c) for c in data.classes])
+        ev.plot_confusion_matrix(cm["confusion_matrix"], cm["class_names"], evaluation / "confusion_matrix.png",
+                                 title=f"confusion matrix (test, {outcome.shipped})")
+        write_json(evaluation / "evaluation_report.json", {"task": "classification", "shipped": outcome.shipped,
+                                                           "metrics": _shipped_metrics(outcome, names), **cm})
+        logger.log_artifacts(evaluation, "evaluation")
+        model_dir = Path(tmp) / "model"
+        if outcome.shipped == "fused":
+            predictor = FusedPredictor(outcome.members, outcome.combination, data.classes)
+            save_fused_model(predictor, model_dir, _input_example(data), rep)
+        else:
+            _copy_model(best_uri, model_dir, logger.tracking_uri)
+        logger.log_artifacts(model_dir, "model")
+    return f"runs:/{logger.run_id}/model"
+
+
+def _input_example(data: Any) -> Any:
+    import numpy as np
+
+    if data.kind == "text":
+        return list(data.X["test"][:3])
+    return np.ascontiguousarray(data.X["test"][:5], dtype=np.float32)
+
+
+def _copy_model(uri: str, dst: Path, tracking_uri: str) -> None:
+    """The best member's logged model folder, byte for byte, as this run's model."""
+    import shutil
+
+    from tasks.fusion.members import download, resolve_uri
+
+    with tempfile.TemporaryDirectory(prefix="fuseflow-best-") as tmp:
+        local = download(resolve_uri(uri, tracking_uri), tracking_uri, dst=Path(tmp))
+        shutil.copytree(local, dst)

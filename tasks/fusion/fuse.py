@@ -1,0 +1,145 @@
+"""The fusion protocol: members' logits on validation fit the method, test is scored once, the gain is judged.
+
+Input: loaded members (`FusionMember`), the shared data splits, the method config. Output: a `FusionOutcome`
+with the report (every member, the best member chosen on validation, the uniform mean, the fused model; a
+paired bootstrap interval of fused - best on test), the fused predictor, and which model ships.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from tasks.fusion.base import Combination, nll, score, softmax
+from tasks.fusion.members import FusionMember
+from tasks.fusion.report import paired_bootstrap
+
+
+@dataclass
+class FusionData:
+    """The splits every member was trained on, as raw inputs (feature rows or texts) and class ids."""
+
+    X: dict[str, Any]
+    y: dict[str, np.ndarray]
+    classes: list[Any]
+    digest: str
+    feature_names: list[str]
+    kind: str = "tabular"
+
+
+def load_fusion_data(data: dict[str, Any], base_dir: Path) -> FusionData:
+    """Load the members' shared data section with its split seed, without preprocessing (members bring their own)."""
+    from pydantic import TypeAdapter
+
+    from tasks.data import load_tabular
+    from tasks.registry import DATA_SOURCES
+
+    config = TypeAdapter(DATA_SOURCES.union()).validate_python(data)
+    splits = load_tabular(config, int(config.split.seed), base_dir, None)
+    if splits.task != "classification":
+        raise ValueError(f"fusion combines classifiers; {splits.name} is a {splits.task} dataset")
+    return FusionData(splits.X, splits.y, list(splits.classes), splits.digest, splits.feature_names)
+
+
+@dataclass
+class FusionOutcome:
+    """What the run logs: the report, the fused members with their combination, and what ships."""
+
+    report: dict[str, Any]
+    members: list[FusionMember]  # what the fused model carries (the soup is one member)
+    combination: Combination
+    shipped: str  # "fused" or "best_member"
+    best_index: int
+    fused_test_probs: np.ndarray
+    best_test_probs: np.ndarray
+
+
+def metrics_of(probs: np.ndarray, y: np.ndarray, names: Sequence[str]) -> dict[str, float]:
+    from tasks.evaluate import classification_metrics
+
+    wanted = list(dict.fromkeys(list(names) + ["accuracy", "log_loss"]))
+    safe = np.clip(probs, 1e-7, 1.0)  # as classification_metrics clips, but renormalised so rows still sum to 1
+    return classification_metrics(y, safe / safe.sum(1, keepdims=True), wanted)
+
+
+def fuse(method: Any, members: list[FusionMember], data: FusionData, metric_names: Sequence[str], bootstrap: Any,
+         require_gain: bool, sources: Optional[list[str]] = None, run_ids: Optional[list[Optional[str]]] = None) -> FusionOutcome:
+    """Fit `method` on validation, score everything on test once, and decide what ships."""
+    names = [m.name for m in members]
+    for m in members:
+        if [str(c) for c in m.classes] != [str(c) for c in data.classes]:
+            raise ValueError(f"member {m.name} predicts classes {m.classes}, the data has {data.classes}")
+    y_val, y_test = data.y["validation"], data.y["test"]
+    val_logits = np.stack([m.logits(data.X["validation"]) for m in members])
+    test_logits = np.stack([m.logits(data.X["test"]) for m in members])  # the one pass over test
+    val_probs, test_probs = softmax(val_logits), softmax(test_logits)
+    val_scores = [score(p, y_val) for p in val_probs]
+    best = max(range(len(members)), key=lambda i: val_scores[i])  # ties -> the first member
+
+    if method.level == "output":
+        combination = method.fit(val_logits, y_val)
+        fused_val, fused_test = combination.probabilities(val_logits), combination.probabilities(test_logits)
+        carried, member_weights, details = members, combination.member_weights(), combination.to_dict()
+    else:
+        soup = _soup(method, members, data)
+        combination = Combination("probs", np.ones(1), details={"trace": soup["trace"]})
+        carried, member_weights, details = [soup["member"]], soup["weights"], {"trace": soup["trace"]}
+        fused_val = softmax(soup["member"].logits(data.X["validation"]))
+        fused_test = softmax(soup["member"].logits(data.X["test"]))
+    mean_val, mean_test = val_probs.mean(0), test_probs.mean(0)
+
+    gain = score(fused_val, y_val) > val_scores[best]
+    shipped = "fused" if gain or not require_gain else "best_member"
+    if gain:
+        note = (f"fused model beats the best member ({names[best]}) on validation (accuracy, then log loss); "
+                "the fused model is logged")
+    elif require_gain:
+        note = (f"fused model is not better than the best member ({names[best]}) on validation; "
+                f"the best member is logged instead (require_gain: true)")
+    else:
+        note = (f"fused model is not better than the best member ({names[best]}) on validation; "
+                "it is logged anyway (require_gain: false)")
+    boot = {key: paired_bootstrap(fused, ref, bootstrap.samples, bootstrap.confidence, bootstrap.seed)
+            for key, fused, ref in (
+                ("accuracy", fused_test.argmax(1) == y_test, test_probs[best].argmax(1) == y_test),
+                ("log_loss", nll(fused_test, y_test), nll(test_probs[best], y_test)))}
+    report = {
+        "method": method.model_dump(mode="json"),
+        "level": method.level,
+        "classes": [str(c) for c in data.classes],
+        "sizes": {split: int(len(y)) for split, y in data.y.items()},
+        "data_digest": data.digest,
+        "members": [{"name": n, "source": (sources or names)[i], "run_id": (run_ids or [None] * len(names))[i],
+                     "weight": float(member_weights[i]), "val": metrics_of(val_probs[i], y_val, metric_names),
+                     "test": metrics_of(test_probs[i], y_test, metric_names)} for i, n in enumerate(names)],
+        "best_member": {"name": names[best], "index": best, "val": metrics_of(val_probs[best], y_val, metric_names),
+                        "test": metrics_of(test_probs[best], y_test, metric_names)},
+        "mean": {"val": metrics_of(mean_val, y_val, metric_names), "test": metrics_of(mean_test, y_test, metric_names)},
+        "fused": {"val": metrics_of(fused_val, y_val, metric_names), "test": metrics_of(fused_test, y_test, metric_names)},
+        "combination": details,
+        "bootstrap": boot,
+        "gain_on_validation": bool(gain),
+        "require_gain": require_gain,
+        "shipped": shipped,
+        "note": note,
+    }
+    return FusionOutcome(report, carried, combination, shipped, best, fused_test, test_probs[best])
+
+
+def _soup(method: Any, members: list[FusionMember], data: FusionData) -> dict[str, Any]:
+    """Average member weights with `method`, scoring candidate soups on validation."""
+    if any(not hasattr(m, "state_dict") for m in members):
+        raise ValueError("soups average network weights; every member must be a tabular network")
+    for m in members[1:]:
+        if m.spec.get("scaling") != members[0].spec.get("scaling"):
+            raise ValueError(f"soup members must share their preprocessing: {m.name}'s feature scaling differs from "
+                             f"{members[0].name}'s")
+    y_val = data.y["validation"]
+
+    def evaluate(state: dict[str, Any]) -> tuple[float, float]:
+        return score(softmax(members[0].with_state("candidate", state).logits(data.X["validation"])), y_val)
+
+    result = method.fit_soup([m.state_dict() for m in members], [m.name for m in members], evaluate)
+    return {"member": members[0].with_state("soup", result.state), "weights": result.weights, "trace": result.trace}

@@ -1,0 +1,106 @@
+"""The fused model as ONE MLflow pyfunc model that carries its members and weights.
+
+Saved as an MLflow "model from code": the model folder holds a three-line loader script, a `fusion/` artifact
+folder (`fusion.json`: combination and member list; `members/<i>/`: each member's spec and safetensors
+weights) and `extra_files/fuseflow_model.json` (format and classes, which `fuseflow predict` reads). Loading
+rebuilds every member without unpickling anything; `predict(rows)` returns class ids, like a tabular model.
+Loading needs the `tasks` package (fuseflow) importable.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from tasks.fusion.base import Combination
+from tasks.fusion.members import FUSED_FORMAT, FusionMember, member_from_dir
+from tasks.model_export import SPEC_FILE
+
+LOADER_SCRIPT = """\
+# Loads a fuseflow fused model: members and weights live in this model's `fusion` artifact folder.
+import mlflow
+from tasks.fusion.pyfunc import fused_python_model
+
+mlflow.models.set_model(fused_python_model())
+"""
+
+
+class FusedPredictor:
+    """Members + combination -> class probabilities / ids for raw inputs (also used in-process by the flow)."""
+
+    def __init__(self, members: Sequence[FusionMember], combination: Combination, classes: Sequence[Any]) -> None:
+        self.members, self.combination, self.classes = list(members), combination, list(classes)
+
+    def probabilities(self, inputs: Any) -> np.ndarray:
+        logits = np.stack([m.logits(inputs) for m in self.members])
+        return self.combination.probabilities(logits)
+
+    def predict(self, inputs: Any) -> np.ndarray:
+        return self.probabilities(inputs).argmax(1)
+
+    @classmethod
+    def load(cls, folder: Path) -> "FusedPredictor":
+        manifest = json.loads((Path(folder) / "fusion.json").read_text(encoding="utf-8"))
+        members = [member_from_dir(entry["name"], Path(folder) / "members" / str(i))
+                   for i, entry in enumerate(manifest["members"])]
+        return cls(members, Combination.from_dict(manifest["combination"]), manifest["classes"])
+
+    def save(self, folder: Path, report: dict[str, Any] | None = None) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        entries = [m.save(folder / "members" / str(i)) for i, m in enumerate(self.members)]
+        manifest = {"format": FUSED_FORMAT, "members": entries, "combination": self.combination.to_dict(),
+                    "classes": self.classes, "method": (report or {}).get("method")}
+        (folder / "fusion.json").write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
+        return folder
+
+
+def fused_python_model() -> Any:
+    """The PythonModel that serves a fused model (defined on call, so importing this module stays light)."""
+    import mlflow.pyfunc
+
+    class FusedModel(mlflow.pyfunc.PythonModel):
+        def load_context(self, context):  # noqa: ANN001 - MLflow inspects these signatures: no type hints
+            self.predictor = FusedPredictor.load(Path(context.artifacts["fusion"]))
+
+        def predict(self, context, model_input, params=None):  # noqa: ANN001
+            return self.predictor.predict(_as_inputs(model_input, self.predictor.members))
+
+    return FusedModel()
+
+
+def _as_inputs(model_input: Any, members: Sequence[FusionMember]) -> Any:
+    """Rows as a float array for tabular members; a list of strings for text members."""
+    import pandas as pd
+
+    if members and members[0].kind == "text":
+        if isinstance(model_input, pd.DataFrame):
+            return model_input.iloc[:, 0].astype(str).tolist()
+        return [str(t) for t in (model_input if isinstance(model_input, (list, tuple, np.ndarray, pd.Series)) else [model_input])]
+    if isinstance(model_input, pd.DataFrame):
+        return model_input.to_numpy(dtype=np.float32)
+    return np.asarray(model_input, dtype=np.float32)
+
+
+def save_fused_model(predictor: FusedPredictor, path: Path, input_example: Any, report: dict[str, Any]) -> Path:
+    """Write the MLflow pyfunc model folder at `path` (must not exist yet)."""
+    import mlflow
+    import mlflow.pyfunc
+    import torch
+
+    with tempfile.TemporaryDirectory(prefix="fuseflow-fused-") as tmp:
+        folder = predictor.save(Path(tmp) / "fusion", report)
+        script = Path(tmp) / "fused_model.py"
+        script.write_text(LOADER_SCRIPT, encoding="utf-8")
+        mlflow.pyfunc.save_model(
+            str(path), python_model=str(script), artifacts={"fusion": str(folder)}, input_example=input_example,
+            pip_requirements=[f"mlflow=={mlflow.__version__}", f"torch=={torch.__version__.split('+')[0]}",
+                              "safetensors", "pydantic>=2", "numpy", "pandas"])
+    extras = path / "extra_files"
+    extras.mkdir(exist_ok=True)
+    spec = {"format": FUSED_FORMAT, "task": "classification", "classes": predictor.classes,
+            "members": [m.name for m in predictor.members], "method": report.get("method")}
+    (extras / SPEC_FILE).write_text(json.dumps(spec, indent=2, default=str), encoding="utf-8")
+    return path
