@@ -11,11 +11,14 @@ from tasks.errors import ConfigError
 
 
 def read_rows(path: Path) -> Any:
-    """A CSV or JSON (records or JSON Lines) file as a DataFrame."""
+    """A CSV or JSON (records or JSON Lines) file as a DataFrame; a .txt file is one text per line."""
     import pandas as pd
 
     if not path.is_file():
         raise ConfigError.single(f"input file not found: {path}")
+    if path.suffix.lower() == ".txt":
+        lines = path.read_text(encoding="utf-8").split("\n")
+        return pd.DataFrame({"text": [line for line in lines if line.strip()]})
     if path.suffix.lower() in (".json", ".jsonl"):
         return pd.read_json(path, lines=path.suffix.lower() == ".jsonl")
     return pd.read_csv(path)
@@ -53,7 +56,10 @@ def predict_command(args: argparse.Namespace) -> int:
     else:
         frame = read_rows(Path(args.input))
         rows = frame
-    if args.text or "text" in frame.columns and len(frame.columns) == 1:
+    text_model = "transformers" in (getattr(model.metadata, "flavors", None) or {})
+    if text_model and not args.text and "text" not in frame.columns:
+        raise ConfigError.single(f"{args.input}: a text model needs a `text` column (or a .txt file, one text a line)")
+    if args.text or "text" in frame.columns and (len(frame.columns) == 1 or text_model):
         texts = frame["text"].astype(str).tolist()
         result = model.predict(texts)
         for text, (_, row) in zip(texts, _as_frame(result).iterrows()):

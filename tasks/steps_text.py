@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,9 @@ def log_dataset(splits: TextSplits, logger: RunLogger) -> str:
 
     frame = splits.datasets["train"].to_pandas()
     source = CodeDatasetSource(tags={"fuseflow.source": splits.source})
-    dataset = mlflow.data.from_pandas(frame, source=source, name=splits.name, targets="label", digest=splits.digest)
+    with warnings.catch_warnings():  # MLflow's hint about integer columns and missing values: labels never miss
+        warnings.simplefilter("ignore", UserWarning)
+        dataset = mlflow.data.from_pandas(frame, source=source, name=splits.name, targets="label", digest=splits.digest)
     logger.log_dataset(dataset, "training")
     labels = describe_labels(splits)
     logger.log_params({"data.id2label": json.dumps(labels["id2label"]), "data.num_classes": len(splits.classes)})
