@@ -142,6 +142,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return predict_command(args)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from flows.deploy import serve_pipelines
+
+    return serve_pipelines(args.file, args.names)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from flows.stack import up
+
+    return up(args.file, args.names, prefect_port=args.prefect_port, mlflow_port=args.mlflow_port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fuseflow", description="Declarative ML pipelines: pipelines.yaml -> "
                                      "Prefect flows -> MLflow runs.")
@@ -176,6 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", action="append", default=[], help="a text to classify (repeatable)")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or the "
                    "project's sqlite store)")
+    p = add("serve", "serve pipelines as Prefect deployments with their schedules (needs PREFECT_API_URL)", cmd_serve)
+    p.add_argument("names", nargs="*", metavar="NAME", help="pipelines to serve (default: all)")
+    p.add_argument("--file", default=DEFAULT_FILE, help="pipelines file (default: %(default)s)")
+    p = add("up", "start a local Prefect server, an MLflow server and `serve` on 127.0.0.1; Ctrl-C stops all", cmd_up)
+    p.add_argument("names", nargs="*", metavar="NAME", help="pipelines to serve (default: all)")
+    p.add_argument("--file", default=DEFAULT_FILE, help="pipelines file (default: %(default)s)")
+    p.add_argument("--prefect-port", type=int, default=4200, help="Prefect server and UI port (default: %(default)s)")
+    p.add_argument("--mlflow-port", type=int, default=5000, help="MLflow server and UI port (default: %(default)s)")
     return parser
 
 

@@ -12,7 +12,7 @@ from typing import Any, Iterator, Mapping
 import yaml
 
 from tasks.pipeline_config import PipelineSpec
-from tasks.tracking import RunLogger, artifact_root_for, flatten, resolve_tracking_uri
+from tasks.tracking import RunLogger, artifact_root_for, flatten, prepare_store, resolve_tracking_uri
 
 log = logging.getLogger("fuseflow")
 
@@ -51,12 +51,11 @@ def prefect_context() -> dict[str, str | None]:
         from prefect.runtime import deployment, flow_run
     except ImportError:  # pragma: no cover
         return {}
+    from prefect.utilities.urls import url_for
+
     run_id = flow_run.id
-    url = None
-    try:
-        url = flow_run.ui_url
-    except Exception:  # noqa: BLE001 - no UI for the ephemeral API
-        url = None
+    # the UI's own flow-run link (`flow_run.ui_url` gives 'None/flow-runs/...' on the ephemeral API, which has no UI)
+    url = url_for("flow-run", obj_id=run_id) if run_id else None
     return {TAG_FLOW_RUN_ID: run_id, TAG_FLOW_RUN_URL: url, TAG_DEPLOYMENT: deployment.name}
 
 
@@ -88,6 +87,7 @@ def tracked_run(spec: PipelineSpec, overrides: Mapping[str, Any] | None, base_di
     from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
     uri = resolve_tracking_uri(spec.tracking.uri)
+    prepare_store(uri)
     client = MlflowClient(uri)
     exp = experiment_id(client, spec.experiment, uri)
     tags = {TAG_PIPELINE: spec.name, TAG_CONFIG_HASH: config_hash(spec), MLFLOW_GIT_COMMIT: git_commit(base_dir),

@@ -1,9 +1,10 @@
 """The validated shape of one pipeline (after `defaults:` are merged and `--set` overrides applied)."""
 from __future__ import annotations
 
+import warnings
 from typing import Annotated, Any, Optional
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 import tasks.data  # noqa: F401 - registers the data sources
 import tasks.models  # noqa: F401 - registers the model types
@@ -14,9 +15,14 @@ import tasks.train_hf  # noqa: F401 - registers the hf_trainer backend
 from tasks.evaluate import EvaluateConfig
 from tasks.fusion.config import FusionConfig
 from tasks.preprocess import normalize_step
+from tasks.promote import PromoteConfig, check_model_name
 from tasks.registry import DATA_SOURCES, MODELS, PREPROCESSORS, TRAINERS, StrictModel
 from tasks.schedule_config import ScheduleConfig
 
+
+
+# `register` is the YAML key users write; the class attribute it shadows (ABCMeta.register) is not used on configs
+warnings.filterwarnings("ignore", message='Field name "register" in "TrackingConfig" shadows', category=UserWarning)
 
 
 class TrackingConfig(StrictModel):
@@ -25,6 +31,16 @@ class TrackingConfig(StrictModel):
     experiment: Optional[str] = Field(None, description="MLflow experiment (default: the pipeline's name)")
     uri: Optional[str] = None
     run_name: Optional[str] = None
+    register: Optional[str] = Field(None, description="register each run's model under this registered model name")
+    promote: Optional[PromoteConfig] = Field(None, description="move an alias to the new version when it is better")
+
+    _name = field_validator("register")(classmethod(lambda cls, v: check_model_name(v)))
+
+    @model_validator(mode="after")
+    def _promote_needs_register(self) -> "TrackingConfig":
+        if self.promote is not None and not self.register:
+            raise ValueError("`promote` moves an alias of a registered model: set `register: NAME` too")
+        return self
 
 
 class PipelineSpec(StrictModel):

@@ -1,0 +1,68 @@
+"""The Prefect side of the two-way links: a markdown artifact on the flow run with the final metrics, the
+registry decision and a link to the MLflow run in the MLflow UI (the MLflow run carries the flow run's id and URL)."""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from typing import Any, Mapping, Optional
+
+log = logging.getLogger("fuseflow")
+
+MLFLOW_UI_ENV = "MLFLOW_UI_URL"
+
+
+def mlflow_ui_base(tracking_uri: str) -> Optional[str]:
+    """Where the MLflow UI answers: MLFLOW_UI_URL, else an http(s) tracking URI (a tracking server serves its UI)."""
+    base = os.environ.get(MLFLOW_UI_ENV) or (tracking_uri if tracking_uri.startswith(("http://", "https://")) else None)
+    return base.rstrip("/") if base else None
+
+
+def mlflow_run_url(base: str, experiment_id: str, run_id: str) -> str:
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def artifact_key(pipeline: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes: one key per pipeline, versioned by run."""
+    return "fuseflow-" + (re.sub(r"[^a-z0-9-]+", "-", pipeline.lower()).strip("-") or "pipeline") + "-metrics"
+
+
+def report_markdown(pipeline: str, summary: Mapping[str, Any], run_url: Optional[str],
+                    decision: Optional[Mapping[str, Any]] = None) -> str:
+    """Markdown: the final metrics table, the MLflow run (linked when a UI URL is known), the registry decision."""
+    run_id = summary["run_id"]
+    lines = [f"### fuseflow `{pipeline}`", "", "| metric | value |", "| --- | ---: |"]
+    lines += [f"| {name} | {value:.4f} |" for name, value in summary.get("metrics", {}).items()]
+    lines += ["", f"MLflow run: [{run_id}]({run_url})" if run_url else
+              f"MLflow run: `{run_id}` (set {MLFLOW_UI_ENV} to get a link to the MLflow UI)",
+              f"Model: `{summary.get('model_uri')}`"]
+    if decision:
+        lines += ["", f"Registry: {decision['message']}"]
+        if decision.get("metric"):
+            lines += ["", f"| version | {decision['metric']} |", "| --- | ---: |",
+                      f"| new: {decision['version']} | {decision['value']:.4f} |"]
+            if decision.get("champion_version"):
+                held = decision.get("champion_value")
+                lines.append(f"| @{decision['alias']} before: {decision['champion_version']} | "
+                             f"{'-' if held is None else f'{held:.4f}'} |")
+    return "\n".join(lines) + "\n"
+
+
+def publish_run_report(pipeline: str, summary: Mapping[str, Any], tracking_uri: str,
+                       decision: Optional[Mapping[str, Any]] = None) -> Optional[str]:
+    """Attach the report to the current flow run (key `fuseflow-<pipeline>-metrics`); the MLflow run URL, if any."""
+    from prefect.artifacts import create_markdown_artifact
+
+    run_url = None
+    base = mlflow_ui_base(tracking_uri)
+    if base:
+        from mlflow import MlflowClient
+
+        run_url = mlflow_run_url(base, MlflowClient(tracking_uri).get_run(summary["run_id"]).info.experiment_id,
+                                 summary["run_id"])
+    try:
+        create_markdown_artifact(report_markdown(pipeline, summary, run_url, decision), key=artifact_key(pipeline),
+                                 description=f"final metrics of MLflow run {summary['run_id']}")
+    except Exception as exc:  # noqa: BLE001 - the MLflow run is complete; a missing artifact must not fail it
+        log.warning("could not create the Prefect artifact: %s: %s", type(exc).__name__, exc)
+    return run_url
