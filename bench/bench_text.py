@@ -132,7 +132,7 @@ def run_fuseflow(work: Path, group_by_length: bool) -> dict[str, float]:
     uri = f"sqlite:///{work / 'mlruns' / 'mlflow.db'}"
     env = {**os.environ, **OFFLINE, "MLFLOW_TRACKING_URI": uri, "FUSEFLOW_LOG_DIR": str(work / "logs")}
     cmd = [sys.executable, "-m", "flows.cli", "run", "bench-minilm", "--file", str(work / "pipelines.yaml"),
-           "--set", f"preprocess.0.group_by_length={str(group_by_length).lower()}"]
+           "--set", f"preprocess.0.tokenize.group_by_length={str(group_by_length).lower()}"]
     started = time.perf_counter()
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - started
