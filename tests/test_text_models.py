@@ -111,3 +111,23 @@ def test_mixed_precision_needs_a_gpu_and_monitors_must_exist(tmp_path):
             training_arguments(_trainer(precision="bf16"), 0, str(tmp_path), False)
     with pytest.raises(ValidationError, match="not a validation metric"):
         _trainer(early_stopping={"monitor": "val_r2"})
+
+
+def test_model_saving_holds_the_hub_client_offline(monkeypatch):
+    """MLflow looks up a model card and a license on the Hub while saving: inside the block every request fails."""
+    import huggingface_hub.constants as hub_constants
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    from tasks.hf_export import hub_offline
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
+    with hub_offline():
+        assert hub_constants.is_offline_mode()
+        with pytest.raises(OfflineModeIsEnabled):
+            import huggingface_hub
+
+            huggingface_hub.list_repo_files("bert-base-uncased")
+    assert not hub_constants.is_offline_mode()
+    with pytest.raises(KeyError), hub_offline():
+        raise KeyError("restored on errors too")
+    assert not hub_constants.is_offline_mode()
