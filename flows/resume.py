@@ -44,13 +44,14 @@ def is_alive(run: Any) -> bool:
 
 def find_resumable_run(client: Any, experiment_id: str, pipeline: str, config_hash: str) -> Optional[Any]:
     """The latest unfinished, not-alive run of `pipeline` whose config hash is `config_hash`, or None."""
-    statuses = ", ".join(f"'{s}'" for s in UNFINISHED)
     runs = client.search_runs(
         [experiment_id],
         filter_string=(f"tags.`fuseflow.pipeline` = '{pipeline}' and tags.`fuseflow.config_hash` = '{config_hash}'"
-                       f" and attributes.status IN ({statuses})"),
-        order_by=["attributes.start_time DESC"], max_results=20)
+                       " and attributes.status != 'FINISHED'"),
+        order_by=["attributes.start_time DESC"], max_results=50)
     for run in runs:
+        if run.info.status not in UNFINISHED:
+            continue
         if is_alive(run):
             log.info("MLflow run %s of '%s' is still running (pid %s); not resuming it",
                      run.info.run_id, pipeline, run.data.tags.get(TAG_PID))

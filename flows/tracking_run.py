@@ -12,7 +12,7 @@ from typing import Any, Iterator, Mapping
 import yaml
 
 from tasks.pipeline_config import PipelineSpec
-from tasks.tracking import RunLogger, artifact_root_for, flatten, resolve_tracking_uri
+from tasks.tracking import RunLogger, artifact_root_for, flatten, prepare_store, resolve_tracking_uri
 
 log = logging.getLogger("fuseflow")
 
@@ -87,6 +87,7 @@ def tracked_run(spec: PipelineSpec, overrides: Mapping[str, Any] | None, base_di
     from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
     uri = resolve_tracking_uri(spec.tracking.uri)
+    prepare_store(uri)
     client = MlflowClient(uri)
     exp = experiment_id(client, spec.experiment, uri)
     tags = {TAG_PIPELINE: spec.name, TAG_CONFIG_HASH: config_hash(spec), MLFLOW_GIT_COMMIT: git_commit(base_dir),

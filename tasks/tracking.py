@@ -21,6 +21,37 @@ def resolve_tracking_uri(configured: str | None = None) -> str:
     return uri
 
 
+_PREPARED: set[str] = set()
+
+
+def prepare_store(uri: str) -> None:
+    """Create or migrate a sqlite store once per process, under an exclusive lock on `<db>.lock`, and switch it to
+    WAL: concurrent `fuseflow run`s otherwise race to create the tables ("Online migration expected to match one
+    row"). Writes then wait on each other (MLflow sets a 20 s busy timeout); readers never block them."""
+    if not uri.startswith("sqlite:///") or uri in _PREPARED:
+        return
+    import sqlite3
+
+    from mlflow import MlflowClient
+
+    db_path = Path(uri.removeprefix("sqlite:///"))
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(db_path.with_name(db_path.name + ".lock"), "a+") as lock:
+        try:
+            import fcntl
+
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except ImportError:  # pragma: no cover - not POSIX
+            pass
+        MlflowClient(uri).search_experiments(max_results=1)  # builds the store: creates/migrates the tables
+        connection = sqlite3.connect(db_path, timeout=30)
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+        finally:
+            connection.close()
+    _PREPARED.add(uri)
+
+
 def artifact_root_for(uri: str) -> str | None:
     """Artifacts of a sqlite store go beside the database (mlruns/artifacts), not into the working folder."""
     if uri.startswith("sqlite:///"):
