@@ -123,6 +123,7 @@ def build_services(file: Path, names: Sequence[str], prefect_port: int, mlflow_p
         {**base_env, "PREFECT_SERVER_API_PORT": str(prefect_port), "PREFECT_SERVER_API_HOST": HOST},
         f"{prefect_url}/api/health", LOG_DIR / "up-prefect-server.log")]
     store = local_store(tracking_uri)
+    urls["tracking_uri"] = store[0] if store else tracking_uri
     if store:
         urls["mlflow_url"] = f"http://{HOST}:{mlflow_port}"
         services.append(Service(
@@ -190,7 +191,9 @@ def up(file: str | Path, names: Sequence[str] = (), prefect_port: int = 4200, ml
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the orderly stop short
         try:
             for service in [serve, *reversed(servers)]:  # serve first: stopped with the server, it retries ~100 s
-                stop(service)
+                if service.proc is not None:
+                    code = stop(service)
+                    print(f"stopped {service.name} (exit code {code})", file=out, flush=True)
             STATE_FILE.unlink(missing_ok=True)
         finally:
             signal.signal(signal.SIGINT, signal.default_int_handler)
