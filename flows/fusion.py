@@ -63,6 +63,9 @@ def run_fusion(spec: PipelineSpec, logger: RunLogger, base_dir: Path) -> dict[st
     resolved = fusion.resolved
     logger.set_tags({f"{TAG_PREFIX}.method": fusion.method.method,
                      f"{TAG_PREFIX}.members": json.dumps([m.describe for m in resolved.members])})
+    data = load_fusion_data(resolved.data, base_dir)
+    _log_dataset(data, logger)  # before the members: they then find the shared dataset registered (no insert race)
+    _guard_progress_bars()
     futures = {m.index: train_member.submit(_member_spec(spec, m), m.overrides, base_dir, logger.run_id, m.name)
                for m in resolved.members if m.inline}
     wait(list(futures.values()))
@@ -78,7 +81,6 @@ def run_fusion(spec: PipelineSpec, logger: RunLogger, base_dir: Path) -> dict[st
     logger.set_tags({f"{TAG_PREFIX}.member.{m.name}.run_id": rid for m, rid in zip(resolved.members, run_ids)})
 
     members = [load_member(m.name, uri, logger.tracking_uri) for m, uri in zip(resolved.members, uris)]
-    data = load_fusion_data(resolved.data, base_dir)
     _check_digests(resolved.members, run_ids, data.digest, logger)
     names = spec.evaluate.for_task("classification")
     outcome = fuse_members(fusion.method, members, data, names, fusion.bootstrap, fusion.require_gain,
@@ -92,6 +94,26 @@ def run_fusion(spec: PipelineSpec, logger: RunLogger, base_dir: Path) -> dict[st
     headline = {k: v for k, v in _shipped_metrics(outcome, names).items()}
     return {"run_id": logger.run_id, "model_uri": model_uri, "metrics": headline, "task": "classification",
             "fusion": {"shipped": outcome.shipped, "member_run_ids": run_ids, "report": outcome.report}}
+
+
+def _log_dataset(data: Any, logger: RunLogger) -> None:
+    """The members' shared data as the fusion run's dataset input (same name and digest as the members log)."""
+    if data.kind == "text":
+        from tasks import steps_text
+
+        steps_text.log_dataset(data.splits, logger)
+    else:
+        from tasks import steps
+
+        steps.log_dataset(data.splits, logger)
+
+
+def _guard_progress_bars() -> None:
+    """tqdm's `thread_map` (used by datasets) deletes tqdm's class lock after use when it created it, which breaks
+    bars of a concurrent thread ("type object 'tqdm' has no attribute '_lock'"): create the lock up front."""
+    from tqdm import std
+
+    std.tqdm.get_lock()
 
 
 def _check_digests(members: list[Any], run_ids: list[Optional[str]], digest: str, logger: RunLogger) -> None:
@@ -192,7 +214,12 @@ def _input_example(data: Any) -> Any:
     import numpy as np
 
     if data.kind == "text":
-        return list(data.X["test"][:3])
+        rows = list(data.X["test"][:3])
+        if rows and isinstance(rows[0], tuple):  # text pairs: one column per text
+            import pandas as pd
+
+            return pd.DataFrame(rows, columns=data.feature_names)
+        return [str(r) for r in rows]
     return np.ascontiguousarray(data.X["test"][:5], dtype=np.float32)
 
 

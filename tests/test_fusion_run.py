@@ -10,6 +10,7 @@ import json
 import os
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
 
@@ -65,7 +66,7 @@ def project(tmp_path_factory, prefect_harness):
     folder = tmp_path_factory.mktemp("fusion-project")
     uri = f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}"
     old = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = uri
+    mlflow.set_tracking_uri(uri)  # the global and the env var (a stale global from another module would win)
     from flows.pipeline import run_pipeline
 
     path = write_pipelines(folder, PROJECT)
@@ -79,10 +80,7 @@ def project(tmp_path_factory, prefect_harness):
         return results[name]
 
     yield {"folder": folder, "uri": uri, "first": first, "run": run, "path": path}
-    if old is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = old
+    mlflow.set_tracking_uri(old)  # None clears the global and the env var
 
 
 def _client(uri: str):
@@ -255,12 +253,9 @@ def test_soup_of_different_initialisations_collapses_and_ships_the_best_member(p
 
 def test_registered_model_uris_resolve_as_members(project):
     """models:/<name>/<version> and models:/<name>@<alias> resolve to the run that logged the model."""
-    import mlflow
-
     from flows.spec import load_project, resolve
 
     client = _client(project["uri"])
-    mlflow.set_tracking_uri(project["uri"])
     version = mlflow.register_model(project["first"]["model_uri"], "digits-tiny")
     client.set_registered_model_alias("digits-tiny", "champion", version.version)
     text = PROJECT.replace("model: URI", f"model: models:/digits-tiny@champion").replace(

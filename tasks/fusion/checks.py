@@ -177,6 +177,8 @@ def _first_mismatch(ref: ResolvedMember, member: ResolvedMember) -> Optional[str
     """The first parameter whose name or shape differs between the two members' networks, as a message."""
     from tasks.fusion.base import SoupMismatch, check_same_shapes
 
+    if member.model == ref.model:
+        return None  # one model config: one architecture (and no torch import at validation)
     sizes = next(((m.model_spec["in_features"], m.model_spec["out_features"]) for m in (ref, member) if m.model_spec),
                  (8, 3))  # probe sizes when no member's data sizes are known yet
     try:

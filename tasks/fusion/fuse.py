@@ -27,6 +27,7 @@ class FusionData:
     digest: str
     feature_names: list[str]
     kind: str = "tabular"
+    splits: Any = None  # what the data step returned (TabularSplits or TextSplits), to log the dataset input
 
 
 def load_fusion_data(data: dict[str, Any], base_dir: Path) -> FusionData:
@@ -37,10 +38,25 @@ def load_fusion_data(data: dict[str, Any], base_dir: Path) -> FusionData:
     from tasks.registry import DATA_SOURCES
 
     config = TypeAdapter(DATA_SOURCES.union()).validate_python(data)
+    if getattr(config, "text_column", None) or getattr(config, "text_columns", None):
+        return _text_data(config, base_dir)
     splits = load_tabular(config, int(config.split.seed), base_dir, None)
     if splits.task != "classification":
         raise ValueError(f"fusion combines classifiers; {splits.name} is a {splits.task} dataset")
-    return FusionData(splits.X, splits.y, list(splits.classes), splits.digest, splits.feature_names)
+    return FusionData(splits.X, splits.y, list(splits.classes), splits.digest, splits.feature_names, splits=splits)
+
+
+def _text_data(config: Any, base_dir: Path) -> FusionData:
+    """Texts (or text pairs) and labels of each split, as the text pipelines split them."""
+    from tasks.dataset import SPLITS
+    from tasks.text_data import load_text
+
+    splits = load_text(config, int(config.split.seed), base_dir)
+    columns = splits.text_columns
+    X = {s: (list(zip(*(splits.datasets[s][c] for c in columns))) if len(columns) > 1 else list(splits.datasets[s][columns[0]]))
+         for s in SPLITS}
+    return FusionData(X, {s: splits.labels(s) for s in SPLITS}, list(splits.classes), splits.digest, columns, "text",
+                      splits)
 
 
 @dataclass
@@ -130,8 +146,8 @@ def fuse(method: Any, members: list[FusionMember], data: FusionData, metric_name
 
 def _soup(method: Any, members: list[FusionMember], data: FusionData) -> dict[str, Any]:
     """Average member weights with `method`, scoring candidate soups on validation."""
-    if any(not hasattr(m, "state_dict") for m in members):
-        raise ValueError("soups average network weights; every member must be a tabular network")
+    if any(not hasattr(m, "state_dict") for m in members) or len({m.kind for m in members}) > 1:
+        raise ValueError("soups average network weights; members must be networks of one kind")
     for m in members[1:]:
         if m.spec.get("scaling") != members[0].spec.get("scaling"):
             raise ValueError(f"soup members must share their preprocessing: {m.name}'s feature scaling differs from "

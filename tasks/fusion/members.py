@@ -80,12 +80,29 @@ def download(resolved: ResolvedUri, tracking_uri: str, subpath: str = "", dst: O
 
 
 def read_model_spec(resolved: ResolvedUri, tracking_uri: str) -> dict[str, Any]:
-    """The fuseflow spec JSON logged beside the model (format, model config, classes, sizes)."""
+    """The member's spec: the JSON fuseflow logs beside tabular models, or what a text model's MLmodel records."""
     try:
         path = download(resolved, tracking_uri, f"extra_files/{SPEC_FILE}")
+        return json.loads(path.read_text(encoding="utf-8"))
     except MemberNotFound:
-        raise MemberNotFound(f"{resolved.uri} is not a model logged by fuseflow (no extra_files/{SPEC_FILE})") from None
-    return json.loads(path.read_text(encoding="utf-8"))
+        pass
+    spec = text_spec(_read_mlmodel(download(resolved, tracking_uri, "MLmodel")))
+    if spec is None:
+        raise MemberNotFound(f"{resolved.uri} is not a classifier logged by fuseflow (no extra_files/{SPEC_FILE}, "
+                             "not a text-classification transformers model with fuseflow.classes)")
+    return spec
+
+
+def _read_mlmodel(path: Path) -> dict[str, Any]:
+    import yaml
+
+    return yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+
+
+def text_spec(mlmodel: dict[str, Any]) -> Optional[dict[str, Any]]:
+    from tasks.fusion.text_member import mlflow_text_spec
+
+    return mlflow_text_spec(mlmodel)
 
 
 def read_run_config(run_id: str, tracking_uri: str) -> Optional[dict[str, Any]]:
@@ -179,10 +196,13 @@ MEMBER_LOADERS: dict[str, Any] = {"tabular": TabularMember.from_dir}
 def member_from_dir(name: str, model_dir: Path, spec: Optional[dict[str, Any]] = None) -> FusionMember:
     """Rebuild a member from a downloaded model folder, by the format recorded in its spec."""
     spec_path = Path(model_dir) / "extra_files" / SPEC_FILE
-    if spec is None:
-        if not spec_path.is_file():
-            raise MemberNotFound(f"{name}: {model_dir} is not a model logged by fuseflow (no extra_files/{SPEC_FILE})")
+    mlmodel = Path(model_dir) / "MLmodel"
+    if spec is None and spec_path.is_file():
         spec = json.loads(spec_path.read_text(encoding="utf-8"))
+    elif spec is None and mlmodel.is_file():
+        spec = text_spec(_read_mlmodel(mlmodel))
+    if spec is None:
+        raise MemberNotFound(f"{name}: {model_dir} is not a classifier logged by fuseflow")
     fmt = spec.get("format", "")
     if fmt == FUSED_FORMAT:
         raise MemberNotFound(f"{name} is a fused model; list its members instead of fusing a fusion")
@@ -198,6 +218,21 @@ def load_member(name: str, uri: str, tracking_uri: str) -> FusionMember:
     tmp = Path(tempfile.mkdtemp(prefix="fuseflow-member-"))
     try:
         folder = download(resolved, tracking_uri, dst=tmp)
-        return member_from_dir(name, folder)
+        member = member_from_dir(name, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    if member.kind == "text" and getattr(member, "max_length", None) is None and resolved.run_id:
+        member.max_length = tokenize_length(read_run_config(resolved.run_id, tracking_uri))
+    return member
+
+
+def tokenize_length(config: Optional[dict[str, Any]]) -> Optional[int]:
+    """The `max_length` of a text pipeline's `tokenize` step (what its model was trained and evaluated with)."""
+    if not config:
+        return None
+    for step in config.get("preprocess") or []:
+        if isinstance(step, dict) and step.get("name") == "tokenize":
+            return step.get("max_length")
+    from tasks.tokenize import TokenizeConfig
+
+    return TokenizeConfig().max_length  # a text pipeline without a tokenize step uses the default one

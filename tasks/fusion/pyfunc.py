@@ -66,7 +66,15 @@ def fused_python_model() -> Any:
             self.predictor = FusedPredictor.load(Path(context.artifacts["fusion"]))
 
         def predict(self, context, model_input, params=None):  # noqa: ANN001
-            return self.predictor.predict(_as_inputs(model_input, self.predictor.members))
+            predictor = self.predictor
+            inputs = _as_inputs(model_input, predictor.members)
+            if predictor.members and predictor.members[0].kind == "text":  # like fuseflow's text models
+                import pandas as pd
+
+                probs = predictor.probabilities(inputs)
+                return pd.DataFrame({"label": [str(predictor.classes[i]) for i in probs.argmax(1)],
+                                     "score": probs.max(1)})
+            return predictor.predict(inputs)
 
     return FusedModel()
 
@@ -77,6 +85,8 @@ def _as_inputs(model_input: Any, members: Sequence[FusionMember]) -> Any:
 
     if members and members[0].kind == "text":
         if isinstance(model_input, pd.DataFrame):
+            if model_input.shape[1] >= 2:  # text pairs
+                return list(zip(model_input.iloc[:, 0].astype(str), model_input.iloc[:, 1].astype(str)))
             return model_input.iloc[:, 0].astype(str).tolist()
         return [str(t) for t in (model_input if isinstance(model_input, (list, tuple, np.ndarray, pd.Series)) else [model_input])]
     if isinstance(model_input, pd.DataFrame):
@@ -97,10 +107,19 @@ def save_fused_model(predictor: FusedPredictor, path: Path, input_example: Any, 
         mlflow.pyfunc.save_model(
             str(path), python_model=str(script), artifacts={"fusion": str(folder)}, input_example=input_example,
             pip_requirements=[f"mlflow=={mlflow.__version__}", f"torch=={torch.__version__.split('+')[0]}",
-                              "safetensors", "pydantic>=2", "numpy", "pandas"])
+                              "safetensors", "pydantic>=2", "numpy", "pandas"] + _text_requirements(predictor))
     extras = path / "extra_files"
     extras.mkdir(exist_ok=True)
     spec = {"format": FUSED_FORMAT, "task": "classification", "classes": predictor.classes,
             "members": [m.name for m in predictor.members], "method": report.get("method")}
     (extras / SPEC_FILE).write_text(json.dumps(spec, indent=2, default=str), encoding="utf-8")
     return path
+
+
+def _text_requirements(predictor: FusedPredictor) -> list[str]:
+    if not any(m.kind == "text" for m in predictor.members):
+        return []
+    import tokenizers
+    import transformers
+
+    return [f"transformers=={transformers.__version__}", f"tokenizers=={tokenizers.__version__}"]
