@@ -5,6 +5,7 @@ Every process is started in its own session and stopped by PID (serve before the
 so nothing is left behind when a test fails."""
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import signal
@@ -231,7 +232,9 @@ def test_run_from_the_api_applies_overrides_and_links_both_ways(served, record_p
     run = runs[0]
     seconds = run.info.end_time / 1000 - t0
     record_property("create_flow_run_to_finished_mlflow_run_s", round(seconds, 1))
-    print(f"\ncreate_flow_run -> finished MLflow run: {seconds:.1f} s (runner poll 1 s)")
+    running = datetime.datetime.fromisoformat(final["start_time"].replace("Z", "+00:00")).timestamp() - t0
+    print(f"\ncreate_flow_run -> flow run Running {running:.1f} s -> MLflow run created "
+          f"{run.info.start_time / 1000 - t0:.1f} s -> MLflow run FINISHED {seconds:.1f} s (runner poll 1 s)")
     assert run.info.status == "FINISHED"
     assert run.data.params["train.epochs"] == "1" and run.data.params["model.hidden"] == "[5, 3]"
     assert run.data.params["override.model.hidden"] == "[5, 3]"
@@ -281,6 +284,9 @@ def test_reserving_after_a_yaml_edit_updates_schedules_and_pauses_removed_pipeli
         before = first.wait_deployment("sched-a")
         assert [s["schedule"].get("cron") for s in before["schedules"] if s["active"]] == ["0 3 * * *"]
         first.wait_deployment("sched-b")
+        os.kill(first.proc.pid, signal.SIGINT)  # Ctrl-C: a clean stop that pauses the served deployments
+        assert first.proc.wait(timeout=60) == 0, tail(first.log)
+        assert "stopped serving" in first.log.read_text() and api.deployment("sched-a")["paused"] is True
     finally:
         first.stop()
     text = path.read_text()
