@@ -9,10 +9,10 @@ from tasks.promote import TAG_PROMOTION, TAG_REGISTERED, PromoteConfig, is_bette
 from tests.helpers import TINY_IRIS, write_pipelines
 
 
-def _tracking(**promote):
+def _tracking(name: str, **promote):
     from tasks.pipeline_config import TrackingConfig
 
-    return TrackingConfig(register="clf", promote=promote or None)
+    return TrackingConfig(register=name, promote=promote or None)
 
 
 def _fake_run(client, experiment_id: str, value: float | None, metric: str = "test_f1_macro") -> str:
@@ -25,18 +25,26 @@ def _fake_run(client, experiment_id: str, value: float | None, metric: str = "te
     return run.info.run_id
 
 
-@pytest.fixture
-def store(tracking_uri):
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    """One sqlite store for the module (creating one takes seconds); each test registers its own model name."""
     from mlflow import MlflowClient
 
     from tasks.tracking import artifact_root_for
 
-    client = MlflowClient(tracking_uri)
-    return client, client.create_experiment("promote", artifact_location=artifact_root_for(tracking_uri))
+    uri = f"sqlite:///{tmp_path_factory.mktemp('registry') / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    return client, client.create_experiment("promote", artifact_location=artifact_root_for(uri)), uri
 
 
-def _champion(client) -> str:
-    return str(client.get_model_version_by_alias("clf", "champion").version)
+@pytest.fixture
+def store(registry, request):
+    """(client, experiment id, tracking URI, a registered model name of this test's own)."""
+    return (*registry, request.node.name.split("[")[0].removeprefix("test_")[:60])
+
+
+def _champion(client, name: str) -> str:
+    return str(client.get_model_version_by_alias(name, "champion").version)
 
 
 def test_is_better_is_strict_and_follows_the_mode():
@@ -44,68 +52,68 @@ def test_is_better_is_strict_and_follows_the_mode():
     assert is_better(0.1, 0.2, "min") and not is_better(0.2, 0.1, "min") and not is_better(0.1, 0.1, "min")
 
 
-def test_worse_run_keeps_the_champion_and_better_run_moves_it(store, tracking_uri):
-    client, exp = store
-    tracking = _tracking(metric="test_f1_macro")
+def test_worse_run_keeps_the_champion_and_better_run_moves_it(store):
+    client, exp, uri, name = store
+    tracking = _tracking(name, metric="test_f1_macro")
     first = _fake_run(client, exp, 0.80)
-    d1 = register_and_promote(tracking, first, f"runs:/{first}/model", tracking_uri)
+    d1 = register_and_promote(tracking, first, f"runs:/{first}/model", uri)
     assert (d1.version, d1.promoted, d1.champion_version) == ("1", True, None)
-    assert _champion(client) == "1"
+    assert _champion(client, name) == "1"
 
     worse = _fake_run(client, exp, 0.75)
-    d2 = register_and_promote(tracking, worse, f"runs:/{worse}/model", tracking_uri)
+    d2 = register_and_promote(tracking, worse, f"runs:/{worse}/model", uri)
     assert (d2.version, d2.promoted, d2.champion_version, d2.champion_value, d2.value) == ("2", False, "1", 0.80, 0.75)
-    assert _champion(client) == "1", "a worse run must leave the champion where it was"
+    assert _champion(client, name) == "1", "a worse run must leave the champion where it was"
     assert "kept @champion on version 1" in d2.message and "0.7500" in d2.message and "0.8000" in d2.message
 
     tie = _fake_run(client, exp, 0.80)
-    assert not register_and_promote(tracking, tie, f"runs:/{tie}/model", tracking_uri).promoted
-    assert _champion(client) == "1", "a tie keeps the current champion"
+    assert not register_and_promote(tracking, tie, f"runs:/{tie}/model", uri).promoted
+    assert _champion(client, name) == "1", "a tie keeps the current champion"
 
     better = _fake_run(client, exp, 0.85)
-    d4 = register_and_promote(tracking, better, f"runs:/{better}/model", tracking_uri)
+    d4 = register_and_promote(tracking, better, f"runs:/{better}/model", uri)
     assert (d4.version, d4.promoted, d4.champion_version) == ("4", True, "1")
-    assert _champion(client) == "4"
+    assert _champion(client, name) == "4"
     tags = client.get_run(better).data.tags
-    assert tags[TAG_REGISTERED] == "clf/4"
-    assert tags[TAG_PROMOTION].startswith("promoted clf version 4") and "0.8500 > 0.8000" in tags[TAG_PROMOTION]
+    assert tags[TAG_REGISTERED] == f"{name}/4"
+    assert tags[TAG_PROMOTION].startswith(f"promoted {name} version 4") and "0.8500 > 0.8000" in tags[TAG_PROMOTION]
     assert client.get_run(worse).data.tags[TAG_PROMOTION] == d2.message
-    version = client.get_model_version("clf", "4")
+    version = client.get_model_version(name, "4")
     assert version.run_id == better and version.tags["test_f1_macro"] == "0.85"
     assert version.source.endswith(f"{better}/artifacts/model")
 
 
-def test_mode_min_promotes_the_lower_value(store, tracking_uri):
-    client, exp = store
-    tracking = _tracking(metric="test_rmse", mode="min", alias="best")
+def test_mode_min_promotes_the_lower_value(store):
+    client, exp, uri, name = store
+    tracking = _tracking(name, metric="test_rmse", mode="min", alias="best")
     a = _fake_run(client, exp, 2.0, "test_rmse")
     b = _fake_run(client, exp, 3.0, "test_rmse")
     c = _fake_run(client, exp, 1.5, "test_rmse")
-    results = [register_and_promote(tracking, r, f"runs:/{r}/model", tracking_uri).promoted for r in (a, b, c)]
+    results = [register_and_promote(tracking, r, f"runs:/{r}/model", uri).promoted for r in (a, b, c)]
     assert results == [True, False, True]
-    assert client.get_model_version_by_alias("clf", "best").run_id == c
+    assert client.get_model_version_by_alias(name, "best").run_id == c
 
 
-def test_register_without_promote_moves_no_alias(store, tracking_uri):
+def test_register_without_promote_moves_no_alias(store):
     from mlflow.exceptions import MlflowException
 
     from tasks.pipeline_config import TrackingConfig
 
-    client, exp = store
+    client, exp, uri, name = store
     run = _fake_run(client, exp, 0.5)
-    decision = register_and_promote(TrackingConfig(register="clf"), run, f"runs:/{run}/model", tracking_uri)
+    decision = register_and_promote(TrackingConfig(register=name), run, f"runs:/{run}/model", uri)
     assert (decision.version, decision.promoted) == ("1", False)
     with pytest.raises(MlflowException):
-        client.get_model_version_by_alias("clf", "champion")
-    assert register_and_promote(TrackingConfig(), run, f"runs:/{run}/model", tracking_uri) is None
+        client.get_model_version_by_alias(name, "champion")
+    assert register_and_promote(TrackingConfig(), run, f"runs:/{run}/model", uri) is None
 
 
-def test_a_metric_the_run_did_not_log_fails_before_registering(store, tracking_uri):
-    client, exp = store
+def test_a_metric_the_run_did_not_log_fails_before_registering(store):
+    client, exp, uri, name = store
     run = _fake_run(client, exp, 0.5)
     with pytest.raises(RuntimeError, match=r"tracking.promote.metric 'test_r2' was not logged.*test_f1_macro"):
-        register_and_promote(_tracking(metric="test_r2"), run, f"runs:/{run}/model", tracking_uri)
-    assert client.search_registered_models() == []
+        register_and_promote(_tracking(name, metric="test_r2"), run, f"runs:/{run}/model", uri)
+    assert name not in [m.name for m in client.search_registered_models()]
 
 
 @pytest.mark.parametrize("tracking, message", [
