@@ -210,5 +210,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
 
 
+def entry() -> None:
+    """Console-script entry point: `main`, then, once every exit handler has run (Prefect drains its logs and
+    events, MLflow ends its runs), leave without the interpreter's module teardown, which costs seconds with
+    torch, MLflow and Prefect loaded and does nothing a finished command needs."""
+    import atexit
+
+    outcome: dict[str, int] = {}
+    atexit.register(_leave_now, outcome)  # registered first, so it runs after every handler registered later
+    outcome["code"] = main()
+    sys.exit(outcome["code"])
+
+
+def _leave_now(outcome: dict[str, int]) -> None:
+    if "code" not in outcome:  # main did not return (usage error, --help, an uncaught exception): exit normally
+        return
+    import logging
+    import os
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(outcome["code"])
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()

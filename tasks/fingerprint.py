@@ -66,8 +66,27 @@ def is_project_file(path: str | Path | None) -> bool:
     return not resolved.startswith(_installed_roots())
 
 
+@lru_cache(maxsize=1024)
+def _top_level_is_project(top: str) -> bool:
+    """Whether top-level package/module `top` lives in the project (finding a top-level spec imports nothing)."""
+    module = sys.modules.get(top)
+    if module is not None:
+        paths = list(getattr(module, "__path__", []) or []) or [getattr(module, "__file__", None)]
+    else:
+        try:
+            spec = importlib.util.find_spec(top)
+        except (ImportError, ValueError):
+            return False
+        if spec is None:
+            return False
+        paths = list(spec.submodule_search_locations or []) or [spec.origin]
+    return any(p and is_project_file(p if str(p).endswith(".py") else os.path.join(p, "__init__.py")) for p in paths)
+
+
 def module_file(name: str) -> str | None:
-    """Source file of module `name` without importing it when it is not imported yet (parents may be)."""
+    """Source file of project module `name`, without importing anything from installed packages."""
+    if not _top_level_is_project(name.partition(".")[0]):
+        return None
     module = sys.modules.get(name)
     if module is not None:
         return getattr(module, "__file__", None)
