@@ -19,6 +19,7 @@ def mlflow_ui_base(tracking_uri: str) -> Optional[str]:
 
 
 def mlflow_run_url(base: str, experiment_id: str, run_id: str) -> str:
+    """The run's page in the MLflow UI."""
     return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
 
 

@@ -33,6 +33,7 @@ class Service:
     proc: subprocess.Popen | None = field(default=None, repr=False)
 
     def start(self) -> None:
+        """Start the process in a new session; output to its log file (or inherited when it has none)."""
         out: IO[Any] | None = None
         if self.log_path:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -43,6 +44,7 @@ class Service:
             out.close()
 
     def log_tail(self, lines: int = 15) -> str:
+        """The last lines of the service's log, for error messages."""
         if not self.log_path or not self.log_path.is_file():
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -201,4 +203,5 @@ def up(file: str | Path, names: Sequence[str] = (), prefect_port: int = 4200, ml
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM to `up` stops the stack as Ctrl-C does."""
     raise KeyboardInterrupt

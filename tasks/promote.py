@@ -54,6 +54,7 @@ class Decision:
     message: str = ""
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain data for the flow's return value and the artifact."""
         return asdict(self)
 
 
