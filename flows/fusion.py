@@ -66,6 +66,7 @@ def run_fusion(spec: PipelineSpec, logger: RunLogger, base_dir: Path) -> dict[st
     data = load_fusion_data(resolved.data, base_dir)
     _log_dataset(data, logger)  # before the members: they then find the shared dataset registered (no insert race)
     _guard_progress_bars()
+    _warm_imports({m.spec.kind for m in resolved.members if m.inline})
     futures = {m.index: train_member.submit(_member_spec(spec, m), m.overrides, base_dir, logger.run_id, m.name)
                for m in resolved.members if m.inline}
     wait(list(futures.values()))
@@ -91,8 +92,8 @@ def run_fusion(spec: PipelineSpec, logger: RunLogger, base_dir: Path) -> dict[st
     model_uri = _log_outcome(outcome, data, names, logger,
                              best_uri=uris[outcome.best_index], best_name=resolved.members[outcome.best_index].name)
     log.info("fusion: %s", outcome.report["note"])
-    headline = {k: v for k, v in _shipped_metrics(outcome, names).items()}
-    return {"run_id": logger.run_id, "model_uri": model_uri, "metrics": headline, "task": "classification",
+    return {"run_id": logger.run_id, "model_uri": model_uri, "metrics": _shipped_metrics(outcome, names),
+            "task": "classification",
             "fusion": {"shipped": outcome.shipped, "member_run_ids": run_ids, "report": outcome.report}}
 
 
@@ -114,6 +115,27 @@ def _guard_progress_bars() -> None:
     from tqdm import std
 
     std.tqdm.get_lock()
+
+
+def _warm_imports(kinds: set[str]) -> None:
+    """Import, in this one thread, what the member bodies import: two threads resolving a lazy module's names at
+    once (transformers) fail with "cannot import name 'AutoTokenizer' from 'transformers'"."""
+    from flows.pipeline import runner_for
+
+    for kind in kinds:
+        runner_for(kind)
+    if "text" in kinds:
+        import mlflow.transformers  # noqa: F401
+        import transformers
+        from transformers import trainer_pt_utils  # noqa: F401
+        from transformers.models.auto import configuration_auto  # noqa: F401
+
+        for name in ("AutoConfig", "AutoTokenizer", "AutoModelForSequenceClassification", "DataCollatorWithPadding",
+                     "Trainer", "TrainerCallback", "TrainingArguments", "pipeline"):
+            getattr(transformers, name)
+    if "tabular" in kinds:
+        import mlflow.pytorch  # noqa: F401
+        import torch.export  # noqa: F401
 
 
 def _check_digests(members: list[Any], run_ids: list[Optional[str]], digest: str, logger: RunLogger) -> None:
