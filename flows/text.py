@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks import steps_text
+from tasks.caching import cached_step, report_cache_use
 from tasks.errors import ConfigError
 from tasks.pipeline_config import PipelineSpec
 from tasks.tokenize import TokenizeConfig
@@ -38,7 +39,8 @@ def run_text(spec: PipelineSpec, logger: RunLogger, base_dir: Path) -> dict[str,
     steps_text.log_dataset(raw, logger)
     splits = steps_text.tokenize(raw, tokenizer, tokenize, logger)
     model = steps_text.build_model(spec.model, raw.classes, tokenizer, spec.seed, base_dir)
-    model, result = steps_text.train(model, splits, tokenizer, spec.train, tokenize, spec.seed, logger)
+    model, result = cached_step(steps_text.train)(model, splits, tokenizer, spec.train, tokenize, spec.seed, logger)
+    report_cache_use(logger, result)
     eval_batch_size = spec.train.eval_batch_size or max(spec.train.batch_size, 64)
     report = steps_text.evaluate(model, splits, tokenizer, spec.evaluate, result, eval_batch_size, logger)
     source = spec.model.pretrained or f"a fresh {spec.model.config['model_type']} model"

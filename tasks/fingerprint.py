@@ -244,8 +244,15 @@ def file_digest(path: Path) -> str:
 def data_digest(value: Any, base_dir: Path | None = None) -> str | None:
     """Content digest of a data-like input (splits, arrays, tensors, a model's weights, a data file), else None."""
     found = getattr(value, "digest", None)
-    if isinstance(found, str):
+    if isinstance(found, str) and found:
         return found
+    backend = getattr(value, "backend_tokenizer", None)  # a Hugging Face fast tokenizer: vocabulary, rules, options
+    if backend is not None and hasattr(backend, "to_str"):
+        state = json.loads(backend.to_str())
+        state.pop("truncation", None)  # set by the last call that truncated or padded: not the tokenizer's identity
+        state.pop("padding", None)
+        options = getattr(value, "init_kwargs", {})
+        return digest(json.dumps([state, options], sort_keys=True, default=str))
     fingerprint = getattr(value, "_fingerprint", None)  # a datasets.Dataset
     if isinstance(fingerprint, str):
         return fingerprint

@@ -1,7 +1,9 @@
 """The Prefect tasks of a text classification pipeline: thin wrappers over the text step modules, testable via `.fn`.
 
-They take no Prefect cache policy (`NO_CACHE`): their inputs are models, tokenizers and datasets, and the
-expensive part that repeats, tokenization, is cached by `datasets`' fingerprints (see tasks/tokenize.py).
+Training takes the step cache policy of tasks/caching.py (its key: the initial weights, the texts' digest, the
+tokenizer, the configs, the code and the library versions); the others take none (`NO_CACHE`), and the
+expensive part that repeats before training, tokenization, is cached by `datasets`' fingerprints (see
+tasks/tokenize.py).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.caching import StepCachePolicy
 from tasks.dataset import METRIC_PREFIX
 from tasks.text_data import TextSplits
 from tasks.tracking import RunLogger, write_json
@@ -88,7 +91,7 @@ def batches(splits: TextSplits, split: str, tokenizer: Any, batch_size: int, gro
     return TextBatches(splits.datasets[split], tokenizer.pad_token_id or 0, batch_size, group_by_length)
 
 
-@task(name="train", cache_policy=NO_CACHE)
+@task(name="train", cache_policy=StepCachePolicy())
 def train(model: Any, splits: TextSplits, tokenizer: Any, train_config: Any, tokenize_config: Any, seed: int,
           logger: RunLogger | None) -> tuple[Any, Any]:
     """Fine-tune with the configured backend; per-epoch metrics go to the run under the same names for both."""

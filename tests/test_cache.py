@@ -218,3 +218,23 @@ def test_the_logger_is_not_part_of_the_key():
     two = policy.key_parts(train.fn, {**inputs, "logger": FakeLogger("b")})
     assert one == two
     assert not any(key.startswith("logger") for key in one["config"])
+
+
+def test_text_training_is_reused_and_invalidated_by_its_config(prefect_harness, project_dir, tracking_uri,
+                                                               monkeypatch):
+    from flows.pipeline import run_pipeline
+    from tests.text_helpers import ham_spam_rows, text_pipelines, train_tokenizer, write_csv
+
+    monkeypatch.delenv("FUSEFLOW_CACHE_DIR", raising=False)
+    rows = ham_spam_rows(60, seed=1)
+    write_csv(project_dir / "spam.csv", rows)
+    train_tokenizer(project_dir / "tokenizer", [t for t, _ in rows])
+    write_pipelines(project_dir, text_pipelines(project_dir / "spam.csv", project_dir / "tokenizer", "torch", 1))
+    first = run_pipeline("spam-tiny", None, "pipelines.yaml")
+    again = run_pipeline("spam-tiny", None, "pipelines.yaml")
+    other = run_pipeline("spam-tiny", {"train.optimizer.lr": 0.01}, "pipelines.yaml")
+    assert _tags(tracking_uri, first["run_id"])["fuseflow.cache.train"] == "computed"
+    assert _tags(tracking_uri, again["run_id"])["fuseflow.cache.train"] == "cached"
+    assert _tags(tracking_uri, again["run_id"])["fuseflow.reused_run_id"] == first["run_id"]
+    assert again["metrics"] == first["metrics"]
+    assert _reason(tracking_uri, other["run_id"], "train") == "changed: config (train_config.optimizer.lr)"
