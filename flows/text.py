@@ -39,8 +39,10 @@ def run_text(spec: PipelineSpec, logger: RunLogger, base_dir: Path) -> dict[str,
     steps_text.log_dataset(raw, logger)
     splits = steps_text.tokenize(raw, tokenizer, tokenize, logger)
     model = steps_text.build_model(spec.model, raw.classes, tokenizer, spec.seed, base_dir)
-    model, result = cached_step(steps_text.train)(model, splits, tokenizer, spec.train, tokenize, spec.seed, logger)
-    report_cache_use(logger, result)
+    reuse: dict[str, Any] = {}
+    model, result = cached_step(steps_text.train, reuse)(model, splits, tokenizer, spec.train, tokenize, spec.seed,
+                                                         logger)
+    report_cache_use(logger, reuse, result)
     eval_batch_size = spec.train.eval_batch_size or max(spec.train.batch_size, 64)
     report = steps_text.evaluate(model, splits, tokenizer, spec.evaluate, result, eval_batch_size, logger)
     source = spec.model.pretrained or f"a fresh {spec.model.config['model_type']} model"

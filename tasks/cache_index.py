@@ -1,6 +1,6 @@
-"""A small JSON index beside the step cache: the last key parts of each step, which run computed each key,
-and the decision ("cached"/"computed", and why) of each step of each flow run. Safe across processes
-(an exclusive file lock around each read-modify-write, atomic replace)."""
+"""A small JSON index beside the step cache: the last key parts of each step (to say what changed on a miss) and
+which MLflow run computed each key (to tag a run that reuses it). Safe across processes (an exclusive file lock
+around each read-modify-write, atomic replace)."""
 from __future__ import annotations
 
 import contextlib
@@ -12,7 +12,6 @@ from typing import Any, Iterator, Mapping
 
 INDEX_FILE = "index.json"
 MAX_KEYS = 2000
-MAX_FLOW_RUNS = 300
 PART_NAMES = ("config", "data", "code", "versions")
 
 
@@ -34,7 +33,7 @@ def _read(folder: Path) -> dict[str, Any]:
         data = json.loads((folder / INDEX_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         data = {}
-    for section in ("latest", "keys", "decisions"):
+    for section in ("latest", "keys"):
         data.setdefault(section, {})
     return data
 
@@ -43,9 +42,6 @@ def _write(folder: Path, data: dict[str, Any]) -> None:
     keys = data["keys"]
     if len(keys) > MAX_KEYS:
         data["keys"] = dict(sorted(keys.items(), key=lambda kv: kv[1].get("time", 0))[-MAX_KEYS:])
-    decisions = data["decisions"]
-    if len(decisions) > MAX_FLOW_RUNS:
-        data["decisions"] = dict(list(decisions.items())[-MAX_FLOW_RUNS:])
     tmp = folder / f"{INDEX_FILE}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(data, indent=1, sort_keys=False), encoding="utf-8")
     os.replace(tmp, folder / INDEX_FILE)
@@ -70,34 +66,23 @@ def explain_change(old: Mapping[str, Mapping[str, str]] | None, new: Mapping[str
     return "changed: " + "; ".join(changes) if changes else "same key as the last run, but no stored result"
 
 
-def record(folder: Path, scope: str, step: str, key: str, parts: Mapping[str, Mapping[str, str]], cached: bool,
-           refresh: bool, run_id: str | None, flow_run_id: str | None) -> tuple[str, str | None]:
-    """Record one decision; returns (reason, run id that computed the reused result)."""
+def record(folder: Path, scope: str, key: str, parts: Mapping[str, Mapping[str, str]], cached: bool,
+           refresh: bool, run_id: str | None) -> tuple[str, str | None]:
+    """Record one decision; returns (why, the MLflow run that computed the reused result)."""
     with _locked(folder):
         data = _read(folder)
         previous = data["latest"].get(scope)
-        known = data["keys"].get(key, {})
-        origin = known.get("run_id")
+        origin = data["keys"].get(key, {}).get("run_id") if cached else None
         if cached:
             reason = "same key" + (f" as MLflow run {origin}" if origin else "")
         elif refresh:
             reason = "--no-cache"
+        elif previous and previous.get("key") == key:
+            reason = "same key as the last run, but the stored result is gone (cache folder cleared?)"
         else:
             reason = explain_change(previous.get("parts") if previous else None, parts)
-            if previous and previous.get("key") == key:
-                reason = "same key as the last run, but the stored result is gone (cache folder cleared?)"
         if not cached:
-            data["keys"][key] = {"scope": scope, "run_id": run_id, "flow_run_id": flow_run_id, "time": time.time()}
+            data["keys"][key] = {"scope": scope, "run_id": run_id, "time": time.time()}
         data["latest"][scope] = {"key": key, "parts": parts}
-        if flow_run_id:
-            data["decisions"].setdefault(flow_run_id, {})[step] = {
-                "status": "cached" if cached else "computed", "reason": reason, "key": key,
-                "origin_run_id": origin if cached else None}
         _write(folder, data)
-    return reason, origin if cached else None
-
-
-def decisions(folder: Path, flow_run_id: str) -> dict[str, dict[str, Any]]:
-    """step name -> {status, reason, key, origin_run_id} for one flow run."""
-    with _locked(folder):
-        return dict(_read(folder)["decisions"].get(flow_run_id, {}))
+    return reason, origin

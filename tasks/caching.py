@@ -6,7 +6,7 @@ folder and `--no-cache` setting with `cached_step(task)`. The results live under
 
     results/   pickled step results (Prefect's persisted results, one file per key)
     keys/      Prefect's cache records (metadata of each key)
-    index.json which run computed each key, the last key parts of each step, each run's decisions
+    index.json which MLflow run computed each key, and the last key parts of each step
 
 Each cached step logs "<step>: cached (...)" or "<step>: computed (<why>)", where why names the part of the key
 that changed since the step's last run: config (the keys), data (the inputs), code (the modules), versions.
@@ -80,6 +80,7 @@ class StepCachePolicy(CachePolicy):
 
     exclude: tuple[str, ...] = NOT_KEYED
     folder: Optional[Path] = None
+    decisions: Optional[dict[str, dict[str, Any]]] = None  # where each decision is also recorded, by step name
 
     def key_parts(self, fn: Any, inputs: dict[str, Any]) -> dict[str, dict[str, str]]:
         keyed = {k: v for k, v in inputs.items() if k not in self.exclude}
@@ -104,11 +105,13 @@ class StepCachePolicy(CachePolicy):
         cached = not refresh and task_ctx.result_store.exists(key)
         run_id = next((getattr(v, "run_id") for v in inputs.values()
                        if isinstance(getattr(v, "run_id", None), str) and hasattr(v, "log_metrics")), None)
-        flow_run_id = str(task_ctx.task_run.flow_run_id) if task_ctx.task_run.flow_run_id else None
         scope = f"{flow_parameters.get('pipeline', '-')}/{task.name}"
-        reason, _ = cache_index.record(self.folder or current_options().folder, scope, task.name, key, parts,
-                                       cached, refresh, run_id, flow_run_id)
+        reason, origin = cache_index.record(self.folder or current_options().folder, scope, key, parts, cached,
+                                            refresh, run_id)
         run_log.info("%s: %s (%s)", task.name, "cached" if cached else "computed", reason)
+        if self.decisions is not None:
+            self.decisions[task.name] = {"status": "cached" if cached else "computed", "reason": reason, "key": key,
+                                    "origin_run_id": origin}
         return key
 
 
@@ -128,24 +131,21 @@ def _run_logger() -> Any:
         return log
 
 
-def cached_step(task: Any) -> Any:
-    """`task` with its results persisted in the current cache folder and reused unless --no-cache."""
+def cached_step(task: Any, decisions: Optional[dict[str, dict[str, Any]]] = None) -> Any:
+    """`task` with its results persisted in the current cache folder and reused unless --no-cache; its decision
+    ("cached"/"computed" and why) is recorded in `decisions` under the task's name."""
     options = current_options()
     policy = task.cache_policy if isinstance(task.cache_policy, StepCachePolicy) else StepCachePolicy()
-    policy = dataclasses.replace(policy, folder=options.folder, key_storage=options.folder / "keys")
+    policy = dataclasses.replace(policy, folder=options.folder, key_storage=options.folder / "keys",
+                                 decisions=decisions)
     return task.with_options(cache_policy=policy, persist_result=True, refresh_cache=options.refresh,
                              result_storage=options.folder / "results")
 
 
-def report_cache_use(logger: Any, train_result: Any = None) -> dict[str, dict[str, Any]]:
-    """Tag the MLflow run with each step's decision; a reused training is tagged with the run that trained it
-    and its per-epoch history and summary are logged into this run too, so the run is complete on its own."""
-    from prefect.context import FlowRunContext
-
-    context = FlowRunContext.get()
-    if context is None or context.flow_run is None:
-        return {}
-    found = cache_index.decisions(current_options().folder, str(context.flow_run.id))
+def report_cache_use(logger: Any, found: dict[str, dict[str, Any]], train_result: Any = None) -> None:
+    """Tag the MLflow run with each step's decision (`found`, from `cached_step`); a reused training is tagged with
+    the run that trained it and its per-epoch history and summary are logged into this run too, so the run is
+    complete on its own."""
     tags: dict[str, Any] = {f"{TAG_PREFIX}{step}": d["status"] for step, d in found.items()}
     tags.update({f"{TAG_PREFIX}{step}.reason": d["reason"] for step, d in found.items()})
     train = found.get("train")
@@ -157,4 +157,3 @@ def report_cache_use(logger: Any, train_result: Any = None) -> dict[str, dict[st
                                 if hasattr(train_result, k)})
     if tags:
         logger.set_tags(tags)
-    return found
