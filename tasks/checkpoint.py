@@ -2,20 +2,31 @@
 
 Saved every `train.checkpoint_every` epochs with everything a resume needs: model, optimizer, scheduler, the
 shuffling generator and torch RNG, early-stopping book-keeping, the epoch and the history. The newest `keep` are
-kept; loading tries the newest first and falls back to an older one if it is damaged (a kill during a copy).
+kept; loading tries the newest first and falls back to an older one if it is unreadable.
+
+When the run's artifacts are a local folder (the default sqlite store keeps them in `mlruns/artifacts/`), the
+checkpoint is written there directly, under a temporary name renamed into place (a kill never leaves half a
+file, and there is no second copy); other artifact stores go through MLflow's artifact API.
 """
 from __future__ import annotations
 
 import logging
+import os
 import re
 import tempfile
 from pathlib import Path
 from typing import Any, Optional
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 FOLDER = "checkpoints"
 _NAME = re.compile(r"epoch-(\d+)\.pt$")
 
 log = logging.getLogger("fuseflow")
+
+
+def checkpoint_name(epoch: int) -> str:
+    return f"epoch-{epoch:04d}.pt"
 
 
 class Checkpointer:
@@ -26,48 +37,78 @@ class Checkpointer:
         self.every = every
         self.keep = max(1, keep)
         self._saved: Optional[list[int]] = None  # epochs saved in the run (read once, then kept up to date)
-        self._repo: Any = None
+        self._artifact_uri: Optional[str] = None
 
     def __call__(self, epoch: int, state: dict[str, Any]) -> None:
         if not self.every or epoch % self.every:
             return
         import torch
 
-        with tempfile.TemporaryDirectory(prefix="fuseflow-ckpt-") as tmp:
-            path = Path(tmp) / f"epoch-{epoch:04d}.pt"
-            torch.save(state, path)
-            self.logger.log_artifact(path, FOLDER)
         if self._saved is None:
             self._saved = self.saved_epochs()
-        elif epoch not in self._saved:
+        local = self.local_folder()
+        if local is not None:
+            local.mkdir(parents=True, exist_ok=True)
+            tmp = local / f".{checkpoint_name(epoch)}.{os.getpid()}.tmp"
+            torch.save(state, tmp)
+            os.replace(tmp, local / checkpoint_name(epoch))
+        else:
+            with tempfile.TemporaryDirectory(prefix="fuseflow-ckpt-") as tmp_dir:
+                path = Path(tmp_dir) / checkpoint_name(epoch)
+                torch.save(state, path)
+                self.logger.log_artifact(path, FOLDER)
+        if epoch not in self._saved:
             self._saved.append(epoch)
         self._prune()
 
+    def artifact_uri(self) -> str:
+        if self._artifact_uri is None:
+            self._artifact_uri = self.logger.client.get_run(self.logger.run_id).info.artifact_uri
+        return self._artifact_uri
+
+    def local_folder(self) -> Optional[Path]:
+        """The checkpoint folder on disk when the run's artifacts are local files, else None."""
+        parsed = urlparse(self.artifact_uri())
+        if parsed.scheme not in ("file", ""):
+            return None
+        return Path(url2pathname(parsed.path)) / FOLDER
+
     def saved_epochs(self) -> list[int]:
         """Epochs with a checkpoint in the run, oldest first."""
-        try:
-            entries = self.logger.client.list_artifacts(self.logger.run_id, FOLDER)
-        except Exception:  # noqa: BLE001 - no checkpoint folder yet
-            return []
-        return sorted(int(m.group(1)) for e in entries if (m := _NAME.search(e.path)))
+        local = self.local_folder()
+        if local is not None:
+            names = [p.name for p in local.glob("epoch-*.pt")] if local.is_dir() else []
+        else:
+            try:
+                names = [e.path for e in self.logger.client.list_artifacts(self.logger.run_id, FOLDER)]
+            except Exception:  # noqa: BLE001 - no checkpoint folder yet
+                names = []
+        return sorted(int(m.group(1)) for name in names if (m := _NAME.search(name)))
 
     def latest(self) -> Optional[dict[str, Any]]:
         """The newest loadable checkpoint's state, or None when the run has none."""
-        import torch
-        from mlflow.artifacts import download_artifacts
-
         for epoch in reversed(self.saved_epochs()):
-            with tempfile.TemporaryDirectory(prefix="fuseflow-ckpt-") as tmp:
-                try:
-                    local = download_artifacts(run_id=self.logger.run_id, artifact_path=f"{FOLDER}/epoch-{epoch:04d}.pt",
-                                               dst_path=tmp, tracking_uri=self.logger.tracking_uri)
-                    state = torch.load(local, map_location="cpu", weights_only=True)
-                except Exception as exc:  # noqa: BLE001 - a damaged file: try the one before
-                    log.warning("checkpoint of epoch %d is unreadable (%s); trying an older one", epoch, exc)
-                    continue
+            try:
+                state = self._load(epoch)
+            except Exception as exc:  # noqa: BLE001 - a damaged file: try the one before
+                log.warning("checkpoint of epoch %d is unreadable (%s); trying an older one", epoch, exc)
+                continue
             log.info("resuming training from the checkpoint of epoch %d", state["epoch"])
             return state
         return None
+
+    def _load(self, epoch: int) -> dict[str, Any]:
+        import torch
+
+        local = self.local_folder()
+        if local is not None:
+            return torch.load(local / checkpoint_name(epoch), map_location="cpu", weights_only=True)
+        from mlflow.artifacts import download_artifacts
+
+        with tempfile.TemporaryDirectory(prefix="fuseflow-ckpt-") as tmp:
+            path = download_artifacts(run_id=self.logger.run_id, artifact_path=f"{FOLDER}/{checkpoint_name(epoch)}",
+                                      dst_path=tmp, tracking_uri=self.logger.tracking_uri)
+            return torch.load(path, map_location="cpu", weights_only=True)
 
     def _prune(self) -> None:
         """Delete all but the newest `keep` checkpoints where the artifact store allows it."""
@@ -75,12 +116,16 @@ class Checkpointer:
         old, self._saved = saved[:-self.keep], saved[-self.keep:]
         if not old:
             return
+        local = self.local_folder()
         try:
-            if self._repo is None:
-                from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+            if local is not None:
+                for epoch in old:
+                    (local / checkpoint_name(epoch)).unlink(missing_ok=True)
+                return
+            from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-                self._repo = get_artifact_repository(self.logger.client.get_run(self.logger.run_id).info.artifact_uri)
+            repo = get_artifact_repository(self.artifact_uri())
             for epoch in old:
-                self._repo.delete_artifacts(f"{FOLDER}/epoch-{epoch:04d}.pt")
+                repo.delete_artifacts(f"{FOLDER}/{checkpoint_name(epoch)}")
         except Exception as exc:  # noqa: BLE001 - stores without delete keep every checkpoint
             log.debug("cannot delete old checkpoints: %s", exc)

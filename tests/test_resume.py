@@ -177,3 +177,25 @@ def test_prefect_retry_of_training_resumes_from_the_last_checkpoint(prefect_harn
     for (name, a), (_, b) in zip(model.state_dict().items(), reference.state_dict().items()):
         assert torch.equal(a, b), name
     sys.modules.pop("slownet", None)
+
+
+@pytest.mark.parametrize("through_api", [False, True])
+def test_checkpointer_saves_every_n_epochs_keeps_two_and_skips_a_damaged_one(tracking_uri, monkeypatch, through_api):
+    import torch
+    from mlflow import MlflowClient
+
+    from tasks.checkpoint import Checkpointer
+    from tasks.tracking import RunLogger
+
+    logger = RunLogger(MlflowClient(tracking_uri).create_run("0").info.run_id, tracking_uri)
+    checkpoint = Checkpointer(logger, every=2)
+    if through_api:  # as with a remote artifact store: MLflow's artifact API instead of the local folder
+        monkeypatch.setattr(checkpoint, "local_folder", lambda: None)
+    for epoch in range(1, 8):
+        checkpoint(epoch, {"epoch": epoch, "weights": torch.full((3,), float(epoch))})
+    assert checkpoint.saved_epochs() == [4, 6]
+    assert torch.equal(checkpoint.latest()["weights"], torch.full((3,), 6.0))
+    if not through_api:
+        (checkpoint.local_folder() / "epoch-0006.pt").write_bytes(b"not a checkpoint")
+        assert checkpoint.latest()["epoch"] == 4
+    assert Checkpointer(RunLogger(MlflowClient(tracking_uri).create_run("0").info.run_id, tracking_uri)).latest() is None
