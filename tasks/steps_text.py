@@ -54,7 +54,7 @@ def log_dataset(splits: TextSplits, logger: RunLogger) -> str:
     with warnings.catch_warnings():  # MLflow's hint about integer columns and missing values: labels never miss
         warnings.simplefilter("ignore", UserWarning)
         dataset = mlflow.data.from_pandas(frame, source=source, name=splits.name, targets="label", digest=splits.digest)
-    logger.log_dataset(dataset, "training")
+        logger.log_dataset(dataset, "training")
     labels = describe_labels(splits)
     logger.log_params({"data.id2label": json.dumps(labels["id2label"]), "data.num_classes": len(splits.classes)})
     logger.log_metrics({f"data_{split}_size": n for split, n in splits.sizes().items()})
