@@ -1,7 +1,8 @@
 """Step caching: a Prefect cache policy keyed on a step's config, input data, code and library versions.
 
 Any step task can take it (`@task(cache_policy=StepCachePolicy())`); a flow body binds a task to the run's cache
-folder and `--no-cache` setting with `cached_step(task)`. The results live under the cache folder
+folder and `--no-cache` setting with `cached_step(task, decisions)`, and tags its MLflow run with the decisions
+with `report_cache_use(logger, decisions)`. The results live under the cache folder
 (`.fuseflow/cache/` beside pipelines.yaml, or `FUSEFLOW_CACHE_DIR`), which is safe to delete at any time:
 
     results/   pickled step results (Prefect's persisted results, one file per key)
@@ -97,7 +98,7 @@ class StepCachePolicy(CachePolicy):
         try:
             parts = self.key_parts(task.fn, inputs)
         except TypeError as exc:  # an input that cannot be fingerprinted: never reuse a result for it
-            run_log.info("%s: computed (not cacheable: %s)", task.name, exc)
+            self._decide(task.name, False, f"not cacheable: {exc}", None, None, run_log)
             return None
         identity = f"{task.fn.__module__}.{task.fn.__qualname__}"
         key = digest(identity + repr(sorted((p, sorted(v.items())) for p, v in parts.items())), 32)
@@ -108,11 +109,16 @@ class StepCachePolicy(CachePolicy):
         scope = f"{flow_parameters.get('pipeline', '-')}/{task.name}"
         reason, origin = cache_index.record(self.folder or current_options().folder, scope, key, parts, cached,
                                             refresh, run_id)
-        run_log.info("%s: %s (%s)", task.name, "cached" if cached else "computed", reason)
-        if self.decisions is not None:
-            self.decisions[task.name] = {"status": "cached" if cached else "computed", "reason": reason, "key": key,
-                                    "origin_run_id": origin}
+        self._decide(task.name, cached, reason, key, origin, run_log)
         return key
+
+    def _decide(self, step: str, cached: bool, reason: str, key: Optional[str], origin: Optional[str],
+                run_log: Any) -> None:
+        """Log the decision ("cached"/"computed" and why) and record it in `decisions`."""
+        status = "cached" if cached else "computed"
+        run_log.info("%s: %s (%s)", step, status, reason)
+        if self.decisions is not None:
+            self.decisions[step] = {"status": status, "reason": reason, "key": key, "origin_run_id": origin}
 
 
 def _refresh_setting() -> bool:

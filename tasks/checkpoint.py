@@ -6,7 +6,9 @@ kept; loading tries the newest first and falls back to an older one if it is unr
 
 When the run's artifacts are a local folder (the default sqlite store keeps them in `mlruns/artifacts/`), the
 checkpoint is written there directly, under a temporary name renamed into place (a kill never leaves half a
-file, and there is no second copy); other artifact stores go through MLflow's artifact API.
+file, and there is no second copy); other artifact stores go through MLflow's artifact API. The write happens in
+a background thread on a copy of the state, so training goes on meanwhile; at most one write is in flight, and
+`wait()` (called by `latest()` and at the end of training) waits for it.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import logging
 import os
 import re
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import urlparse
@@ -38,14 +41,42 @@ class Checkpointer:
         self.keep = max(1, keep)
         self._saved: Optional[list[int]] = None  # epochs saved in the run (read once, then kept up to date)
         self._artifact_uri: Optional[str] = None
+        self._writer: Optional[threading.Thread] = None
+        self._error: Optional[BaseException] = None
 
     def __call__(self, epoch: int, state: dict[str, Any]) -> None:
         if not self.every or epoch % self.every:
             return
-        import torch
-
+        snapshot = _snapshot(state)  # training changes the live tensors while the copy is written
+        self.wait()
         if self._saved is None:
             self._saved = self.saved_epochs()
+        self.local_folder()  # resolve the run's artifact location here, not in the writer thread
+        self._writer = threading.Thread(target=self._write_safely, args=(epoch, snapshot),
+                                        name="fuseflow-checkpoint", daemon=False)
+        self._writer.start()
+
+    def wait(self) -> None:
+        """Wait for the checkpoint being written, if any; a failed write raises here."""
+        self._join()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise RuntimeError(f"writing a checkpoint failed: {error}") from error
+
+    def _join(self) -> None:
+        if self._writer is not None:
+            self._writer.join()
+            self._writer = None
+
+    def _write_safely(self, epoch: int, state: dict[str, Any]) -> None:
+        try:
+            self._write(epoch, state)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the training thread by wait()
+            self._error = exc
+
+    def _write(self, epoch: int, state: dict[str, Any]) -> None:
+        import torch
+
         local = self.local_folder()
         if local is not None:
             local.mkdir(parents=True, exist_ok=True)
@@ -74,7 +105,8 @@ class Checkpointer:
         return Path(url2pathname(parsed.path)) / FOLDER
 
     def saved_epochs(self) -> list[int]:
-        """Epochs with a checkpoint in the run, oldest first."""
+        """Epochs with a checkpoint in the run, oldest first (once the one being written is there)."""
+        self._join()
         local = self.local_folder()
         if local is not None:
             names = [p.name for p in local.glob("epoch-*.pt")] if local.is_dir() else []
@@ -87,6 +119,10 @@ class Checkpointer:
 
     def latest(self) -> Optional[dict[str, Any]]:
         """The newest loadable checkpoint's state, or None when the run has none."""
+        try:
+            self.wait()
+        except RuntimeError as exc:
+            log.warning("%s", exc)
         for epoch in reversed(self.saved_epochs()):
             try:
                 state = self._load(epoch)
@@ -129,3 +165,14 @@ class Checkpointer:
                 repo.delete_artifacts(f"{FOLDER}/{checkpoint_name(epoch)}")
         except Exception as exc:  # noqa: BLE001 - stores without delete keep every checkpoint
             log.debug("cannot delete old checkpoints: %s", exc)
+
+
+def _snapshot(value: Any) -> Any:
+    """A copy of `value` whose tensors are cloned (containers copied, other objects shared)."""
+    if hasattr(value, "detach") and hasattr(value, "clone"):
+        return value.detach().clone()
+    if isinstance(value, dict):  # dict or OrderedDict (state dicts)
+        return type(value)((k, _snapshot(v)) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return type(value)(_snapshot(v) for v in value)
+    return value

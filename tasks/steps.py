@@ -62,6 +62,8 @@ def train(model: Any, splits: TabularSplits, train_config: Any, seed: int, logge
             checkpoint(epoch, state)
 
     result = train_torch(model, tensors, splits.task, train_config, seed, on_epoch_end=on_epoch_end, resume=resume)
+    if hasattr(checkpoint, "wait"):
+        checkpoint.wait()  # the last checkpoint is written before the step ends
     if logger:
         logger.log_metrics({"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                             "train_samples_per_s": result.train_samples_per_s})
