@@ -16,6 +16,9 @@ from pathlib import Path
 API_ENV = "PREFECT_API_URL"
 STACK_FILE = Path(".fuseflow/stack.json")
 HEALTH_TIMEOUT_S = 1.0
+#: a server the user named gets longer: on a loaded 2-core machine its /health can take seconds to answer
+CONFIGURED_HEALTH_TIMEOUT_S = 5.0
+CONFIGURED_HEALTH_ATTEMPTS = 3
 
 
 class PrefectServerDown(RuntimeError):
@@ -48,7 +51,7 @@ def choose_prefect_api(project_dir: Path | str | None = None) -> str:
     """Point this process at the best Prefect API (see the module doc); returns a one-line description."""
     configured = os.environ.get(API_ENV)
     if configured:
-        if not answers(configured):
+        if not any(answers(configured, CONFIGURED_HEALTH_TIMEOUT_S) for _ in range(CONFIGURED_HEALTH_ATTEMPTS)):
             raise PrefectServerDown(f"{API_ENV}={configured} does not answer; start that server "
                                     f"(`prefect server start` or `fuseflow up`) or unset {API_ENV}")
         return f"Prefect server at {configured} ({API_ENV})"

@@ -45,13 +45,13 @@ def _write_stack(folder, url: str) -> None:
 def test_a_running_stack_server_is_used(project_dir, health_server, monkeypatch):
     from flows.server import choose_prefect_api
 
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setenv("PREFECT_API_URL", "recorded")  # so that teardown removes what choose_prefect_api sets
+    monkeypatch.delenv("PREFECT_API_URL")
     _write_stack(project_dir, health_server)
     assert "from .fuseflow/stack.json" in choose_prefect_api()
     import os
 
-    assert os.environ["PREFECT_API_URL"] == health_server
-    monkeypatch.delenv("PREFECT_API_URL")
+    assert os.environ.pop("PREFECT_API_URL") == health_server
 
 
 def test_a_stale_stack_file_falls_back_to_prefects_choice(project_dir, monkeypatch):
@@ -59,7 +59,8 @@ def test_a_stale_stack_file_falls_back_to_prefects_choice(project_dir, monkeypat
 
     from flows.server import choose_prefect_api
 
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setenv("PREFECT_API_URL", "recorded")
+    monkeypatch.delenv("PREFECT_API_URL")
     _write_stack(project_dir, _dead_url())
     assert "temporary local server" in choose_prefect_api()
     assert "PREFECT_API_URL" not in os.environ
