@@ -138,9 +138,24 @@ def serve_pipelines(file: str | Path, names: Sequence[str] = (), out: Any = None
         print(f"serving {FLOW_NAME}/{spec.name}: {schedules}", file=out, flush=True)
     print(f"Prefect API {url}; Ctrl-C stops serving (the deployments' schedules are paused until the next "
           f"`fuseflow serve`)", file=out, flush=True)
-    serve(*deployments, print_starting_message=False)
-    print("stopped serving", file=out, flush=True)
+    try:
+        serve(*deployments, print_starting_message=False)
+    finally:
+        pause_served(specs)  # Prefect's runner pauses them on SIGTERM but not always on Ctrl-C: make it certain
+    print("serving stopped; deployments paused", file=out, flush=True)
     return 0
+
+
+def pause_served(specs: dict[str, Any]) -> None:
+    """Pause the deployments this process served, so no runs pile up while nothing serves them."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        for name in specs:
+            try:
+                client.pause_deployment(client.read_deployment_by_name(f"{FLOW_NAME}/{name}").id)
+            except Exception:  # noqa: BLE001 - best effort on the way out; the server may be gone already
+                continue
 
 
 def describe(schedule: Any) -> str:

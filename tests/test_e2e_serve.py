@@ -286,7 +286,7 @@ def test_reserving_after_a_yaml_edit_updates_schedules_and_pauses_removed_pipeli
         first.wait_deployment("sched-b")
         os.kill(first.proc.pid, signal.SIGINT)  # Ctrl-C: a clean stop that pauses the served deployments
         assert first.proc.wait(timeout=60) == 0, tail(first.log)
-        assert "stopped serving" in first.log.read_text() and api.deployment("sched-a")["paused"] is True
+        assert "serving stopped; deployments paused" in first.log.read_text() and api.deployment("sched-a")["paused"] is True
     finally:
         first.stop()
     text = path.read_text()
