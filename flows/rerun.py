@@ -106,6 +106,9 @@ def rerun(run_id: str, tracking_uri: str | None = None, use_cache: bool = False,
     file = project_dir / f".fuseflow-rerun-{run_id[:12]}.yaml"
     file.write_text(yaml.safe_dump({"pipelines": {name: loadable_config(config)}}, sort_keys=False), encoding="utf-8")
     try:
+        from flows.spec import load_project, resolve
+
+        resolve(load_project(file), name)  # a config that no longer validates fails here, before any run starts
         from flows.pipeline import run_pipeline
 
         summary = run_pipeline(name, None, str(file), no_cache=not use_cache, rerun_of=run_id)
