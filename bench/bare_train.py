@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 
 
@@ -66,14 +65,17 @@ def main() -> None:
 
     config = {"seed": args.seed, "data": {"source": "sklearn", "name": args.dataset},
               "model": {"type": "mlp", "hidden": args.hidden},
-              "train": {"epochs": args.epochs, "batch_size": args.batch_size, "optimizer": {"name": "adamw", "lr": args.lr}}}
+              "train": {"epochs": args.epochs, "batch_size": args.batch_size,
+                        "optimizer": {"name": "adamw", "lr": args.lr}}}
     mlflow.set_experiment(args.experiment)
     with mlflow.start_run() as run:
         mlflow.log_params({"seed": args.seed, "data.name": args.dataset, "model.hidden": json.dumps(args.hidden),
-                           "train.epochs": args.epochs, "train.batch_size": args.batch_size, "train.optimizer.lr": args.lr})
+                           "train.epochs": args.epochs, "train.batch_size": args.batch_size,
+                           "train.optimizer.lr": args.lr})
         mlflow.log_text(yaml.safe_dump(config), "pipeline.yaml")
         frame = pd.DataFrame(X_tr_s, columns=[str(c) for c in bunch.data.columns]).assign(label=y_tr)
-        mlflow.log_input(mlflow.data.from_pandas(frame, name=f"sklearn:{args.dataset}", targets="label"), context="training")
+        dataset = mlflow.data.from_pandas(frame, name=f"sklearn:{args.dataset}", targets="label")
+        mlflow.log_input(dataset, context="training")
 
         history = []
         for epoch in range(1, args.epochs + 1):
@@ -110,8 +112,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             matrix = skm.confusion_matrix(y_te, pred)
-            report = {"metrics": test, "per_class": skm.classification_report(y_te, pred, output_dict=True, zero_division=0),
-                      "confusion_matrix": matrix.tolist()}
+            per_class = skm.classification_report(y_te, pred, output_dict=True, zero_division=0)
+            report = {"metrics": test, "per_class": per_class, "confusion_matrix": matrix.tolist()}
             (folder / "evaluation_report.json").write_text(json.dumps(report, indent=2, default=str))
             fig, ax = plt.subplots(figsize=(5, 5))
             ax.imshow(matrix, cmap="Blues")
@@ -144,5 +146,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    started = time.perf_counter()
     main()

@@ -113,7 +113,8 @@ def timed(argv: Sequence[str], cwd: Path, env: dict[str, str]) -> tuple[float, s
     done = subprocess.run(list(argv), cwd=cwd, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}):\n"
+                           f"{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
     return seconds, done.stdout + done.stderr
 
 

@@ -303,7 +303,8 @@ def flat_config(value: Any, prefix: str) -> dict[str, str]:
     return {prefix: text if len(text) <= _MAX_SHOWN else f"{text[:_MAX_SHOWN]}... ({digest(text, 8)})"}
 
 
-def fingerprint_inputs(inputs: Mapping[str, Any], base_dir: Path | None = None) -> tuple[dict[str, str], dict[str, str]]:
+def fingerprint_inputs(inputs: Mapping[str, Any],
+                       base_dir: Path | None = None) -> tuple[dict[str, str], dict[str, str]]:
     """(config, data) parts of a step's inputs: data-like inputs by content, the rest as flattened config.
 
     A data source config with a file counts twice: its keys as config, the file's content as data."""

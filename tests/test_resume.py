@@ -198,4 +198,5 @@ def test_checkpointer_saves_every_n_epochs_keeps_two_and_skips_a_damaged_one(tra
     if not through_api:
         (checkpoint.local_folder() / "epoch-0006.pt").write_bytes(b"not a checkpoint")
         assert checkpoint.latest()["epoch"] == 4
-    assert Checkpointer(RunLogger(MlflowClient(tracking_uri).create_run("0").info.run_id, tracking_uri)).latest() is None
+    other_run = MlflowClient(tracking_uri).create_run("0").info.run_id
+    assert Checkpointer(RunLogger(other_run, tracking_uri)).latest() is None
