@@ -131,3 +131,30 @@ def plot_learning_curve(history: list[dict[str, float]], path: Path, best_epoch:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def record_evaluation(report: dict[str, Any], metrics: dict[str, float], train_result: Any, config: EvaluateConfig,
+                      logger: Any) -> dict[str, Any]:
+    """Add the prefixed test metrics and training summary to `report`; log metrics, report JSON and plots."""
+    import tempfile
+
+    from tasks.dataset import METRIC_PREFIX
+    from tasks.tracking import write_json
+
+    prefixed = {f"{METRIC_PREFIX['test']}_{k}": v for k, v in metrics.items()}
+    report["metrics"] = prefixed
+    if train_result is not None:
+        report["training"] = {"best_epoch": train_result.best_epoch, "epochs_run": train_result.epochs_run,
+                              "stopped_early": train_result.stopped_early,
+                              "train_samples_per_s": train_result.train_samples_per_s}
+    if logger:
+        logger.log_metrics(prefixed, step=train_result.epochs_run if train_result else 0)
+        with tempfile.TemporaryDirectory(prefix="fuseflow-eval-") as tmp:
+            folder = Path(tmp)
+            write_json(folder / "evaluation_report.json", report)
+            if "confusion_matrix" in report and config.confusion_matrix:
+                plot_confusion_matrix(report["confusion_matrix"], report["class_names"], folder / "confusion_matrix.png")
+            if train_result is not None and train_result.history and config.learning_curve:
+                plot_learning_curve(train_result.history, folder / "learning_curve.png", train_result.best_epoch)
+            logger.log_artifacts(folder, "evaluation")
+    return report
