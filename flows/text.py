@@ -6,6 +6,7 @@ from typing import Any
 
 from tasks import steps_text
 from tasks.caching import cached_step, report_cache_use
+from tasks.checkpoint import Checkpointer
 from tasks.errors import ConfigError
 from tasks.pipeline_config import PipelineSpec
 from tasks.tokenize import TokenizeConfig
@@ -40,8 +41,9 @@ def run_text(spec: PipelineSpec, logger: RunLogger, base_dir: Path) -> dict[str,
     splits = steps_text.tokenize(raw, tokenizer, tokenize, logger)
     model = steps_text.build_model(spec.model, raw.classes, tokenizer, spec.seed, base_dir)
     reuse: dict[str, Any] = {}
+    checkpoint = Checkpointer(logger, getattr(spec.train, "checkpoint_every", 1))
     model, result = cached_step(steps_text.train, reuse)(model, splits, tokenizer, spec.train, tokenize, spec.seed,
-                                                         logger)
+                                                         logger, checkpoint=checkpoint)
     report_cache_use(logger, reuse, result)
     eval_batch_size = spec.train.eval_batch_size or max(spec.train.batch_size, 64)
     report = steps_text.evaluate(model, splits, tokenizer, spec.evaluate, result, eval_batch_size, logger)

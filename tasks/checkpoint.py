@@ -18,7 +18,7 @@ import re
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
@@ -30,6 +30,44 @@ log = logging.getLogger("fuseflow")
 
 def checkpoint_name(epoch: int) -> str:
     return f"epoch-{epoch:04d}.pt"
+
+
+def epoch_hooks(logger: Any, checkpoint: Any = None,
+                resume: Optional[dict[str, Any]] = None) -> tuple[Callable[[int, dict, dict], None], Optional[dict]]:
+    """A torch training step's `on_epoch_end` (metrics to the run at step = epoch, state to `checkpoint`) and the
+    state to resume from: `resume`, else `checkpoint.latest()` (a Prefect retry, or `--resume` of a run)."""
+    if resume is None and checkpoint is not None and hasattr(checkpoint, "latest"):
+        resume = checkpoint.latest()
+    logged = last_logged_epoch(logger)  # a resume reruns the epochs after its checkpoint: log each epoch once
+
+    def on_epoch_end(epoch: int, metrics: dict[str, float], state: dict[str, Any]) -> None:
+        if logger and epoch > logged:
+            logger.log_metrics(metrics, step=epoch)
+        if checkpoint:
+            checkpoint(epoch, state)
+
+    return on_epoch_end, resume
+
+
+def last_logged_epoch(logger: Any, metric: str = "val_loss") -> int:
+    """The last epoch whose metrics the run already holds (0 for a new run, or without a logger)."""
+    if not logger or not hasattr(logger, "client"):
+        return 0
+    try:
+        return max((m.step for m in logger.client.get_metric_history(logger.run_id, metric)), default=0)
+    except Exception:  # noqa: BLE001 - no such metric yet
+        return 0
+
+
+def trainer_folder(checkpoint: Any) -> Optional[Path]:
+    """Where `backend: hf_trainer` keeps its own checkpoint folders for `checkpoint`'s run: `checkpoints/hf-trainer`
+    in the run's artifacts when they are local files, else `.fuseflow/checkpoints/<run_id>`; None without a run."""
+    if checkpoint is None or not getattr(checkpoint, "every", 0) or not hasattr(checkpoint, "local_folder"):
+        return None
+    local = checkpoint.local_folder()
+    if local is not None:
+        return local / "hf-trainer"
+    return Path(".fuseflow") / "checkpoints" / checkpoint.logger.run_id
 
 
 class Checkpointer:

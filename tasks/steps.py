@@ -9,8 +9,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.caching import NOT_KEYED, StepCachePolicy
-from tasks.dataset import METRIC_PREFIX, TabularSplits
-from tasks.tracking import RunLogger, write_json
+from tasks.dataset import TabularSplits
+from tasks.tracking import RunLogger
 
 
 @task(name="load-data", cache_policy=StepCachePolicy(exclude=NOT_KEYED + ("base_dir",)))
@@ -47,19 +47,12 @@ def train(model: Any, splits: TabularSplits, train_config: Any, seed: int, logge
     retry, or `--resume` of an unfinished run) and no `resume` state is given, training continues from it."""
     import torch
 
+    from tasks.checkpoint import epoch_hooks
     from tasks.train_torch import train_torch
 
-    if resume is None and checkpoint is not None and hasattr(checkpoint, "latest"):
-        resume = checkpoint.latest()
-
+    on_epoch_end, resume = epoch_hooks(logger, checkpoint, resume)
     tensors = {split: (torch.from_numpy(splits.X[split]), torch.from_numpy(splits.y[split]))
                for split in ("train", "validation")}
-
-    def on_epoch_end(epoch: int, metrics: dict[str, float], state: dict[str, Any]) -> None:
-        if logger:
-            logger.log_metrics(metrics, step=epoch)
-        if checkpoint:
-            checkpoint(epoch, state)
 
     result = train_torch(model, tensors, splits.task, train_config, seed, on_epoch_end=on_epoch_end, resume=resume)
     if hasattr(checkpoint, "wait"):
@@ -98,22 +91,7 @@ def evaluate(model: Any, splits: TabularSplits, scaling: Any, config: Any, train
     else:
         y_true = y_test * scaling.target_scale + scaling.target_mean
         metrics = ev.regression_metrics(y_true, outputs, names)
-    prefixed = {f"{METRIC_PREFIX['test']}_{k}": v for k, v in metrics.items()}
-    report["metrics"] = prefixed
-    if train_result is not None:
-        report["training"] = {"best_epoch": train_result.best_epoch, "epochs_run": train_result.epochs_run,
-                              "stopped_early": train_result.stopped_early}
-    if logger:
-        logger.log_metrics(prefixed, step=train_result.epochs_run if train_result else 0)
-        with tempfile.TemporaryDirectory(prefix="fuseflow-eval-") as tmp:
-            folder = Path(tmp)
-            write_json(folder / "evaluation_report.json", report)
-            if splits.task == "classification" and config.confusion_matrix:
-                ev.plot_confusion_matrix(report["confusion_matrix"], report["class_names"], folder / "confusion_matrix.png")
-            if train_result is not None and train_result.history and config.learning_curve:
-                ev.plot_learning_curve(train_result.history, folder / "learning_curve.png", train_result.best_epoch)
-            logger.log_artifacts(folder, "evaluation")
-    return report
+    return ev.record_evaluation(report, metrics, train_result, config, logger)
 
 
 @task(name="log-model", cache_policy=NO_CACHE)

@@ -8,7 +8,6 @@ tasks/tokenize.py).
 from __future__ import annotations
 
 import logging
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -17,9 +16,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.caching import StepCachePolicy
-from tasks.dataset import METRIC_PREFIX
 from tasks.text_data import TextSplits
-from tasks.tracking import RunLogger, write_json
+from tasks.tracking import RunLogger
 
 log = logging.getLogger("fuseflow")
 TAG_TOKENIZE_CACHE = "fuseflow.tokenize_cache"
@@ -93,28 +91,35 @@ def batches(splits: TextSplits, split: str, tokenizer: Any, batch_size: int, gro
 
 @task(name="train", cache_policy=StepCachePolicy())
 def train(model: Any, splits: TextSplits, tokenizer: Any, train_config: Any, tokenize_config: Any, seed: int,
-          logger: RunLogger | None) -> tuple[Any, Any]:
-    """Fine-tune with the configured backend; per-epoch metrics go to the run under the same names for both."""
+          logger: RunLogger | None, resume: dict | None = None, checkpoint: Any = None) -> tuple[Any, Any]:
+    """Fine-tune with the configured backend; per-epoch metrics go to the run under the same names for both.
+
+    `checkpoint` is the run's `tasks.checkpoint.Checkpointer`: the torch backend saves its state there and resumes
+    from it as the tabular train step does; the hf_trainer backend keeps the Trainer's own checkpoint folders in
+    `tasks.checkpoint.trainer_folder(checkpoint)` and resumes from the newest one."""
     import torch
 
-    def on_epoch_end(epoch: int, metrics: dict[str, float], state: dict[str, Any]) -> None:
-        if logger:
-            logger.log_metrics(metrics, step=epoch)
+    from tasks.checkpoint import epoch_hooks, trainer_folder
 
     if train_config.backend == "hf_trainer":
         from tasks.train_hf import train_hf
 
+        on_epoch_end, _ = epoch_hooks(logger)  # the Trainer saves its own checkpoints
         columns = ["input_ids", "attention_mask", "token_type_ids", "label"]
         keep = {s: splits.datasets[s].select_columns([c for c in columns if c in splits.datasets[s].column_names])
                 for s in ("train", "validation")}
         result = train_hf(model, keep["train"], keep["validation"], tokenizer, train_config, seed,
-                          tokenize_config.group_by_length, on_epoch_end)
+                          tokenize_config.group_by_length, on_epoch_end, checkpoint_dir=trainer_folder(checkpoint))
     else:
         from tasks.train_torch import train_torch
 
+        on_epoch_end, resume = epoch_hooks(logger, checkpoint, resume)
         data = {s: (batches(splits, s, tokenizer, train_config.batch_size, tokenize_config.group_by_length and s == "train"),
                     torch.as_tensor(splits.labels(s))) for s in ("train", "validation")}
-        result = train_torch(model, data, "classification", train_config, seed, on_epoch_end=on_epoch_end)
+        result = train_torch(model, data, "classification", train_config, seed, on_epoch_end=on_epoch_end,
+                             resume=resume)
+        if hasattr(checkpoint, "wait"):
+            checkpoint.wait()  # the last checkpoint is written before the step ends
     if logger:
         logger.log_metrics({"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                             "train_samples_per_s": result.train_samples_per_s})
@@ -141,23 +146,7 @@ def evaluate(model: Any, splits: TextSplits, tokenizer: Any, config: Any, train_
     metrics = ev.classification_metrics(y_test, proba, config.for_task("classification"))
     report: dict[str, Any] = {"task": "classification", "sizes": splits.sizes(), "data_digest": splits.digest,
                               **ev.classification_report(y_test, proba, splits.classes)}
-    prefixed = {f"{METRIC_PREFIX['test']}_{k}": v for k, v in metrics.items()}
-    report["metrics"] = prefixed
-    if train_result is not None:
-        report["training"] = {"best_epoch": train_result.best_epoch, "epochs_run": train_result.epochs_run,
-                              "stopped_early": train_result.stopped_early,
-                              "train_samples_per_s": train_result.train_samples_per_s}
-    if logger:
-        logger.log_metrics(prefixed, step=train_result.epochs_run if train_result else 0)
-        with tempfile.TemporaryDirectory(prefix="fuseflow-eval-") as tmp:
-            folder = Path(tmp)
-            write_json(folder / "evaluation_report.json", report)
-            if config.confusion_matrix:
-                ev.plot_confusion_matrix(report["confusion_matrix"], report["class_names"], folder / "confusion_matrix.png")
-            if train_result is not None and train_result.history and config.learning_curve:
-                ev.plot_learning_curve(train_result.history, folder / "learning_curve.png", train_result.best_epoch)
-            logger.log_artifacts(folder, "evaluation")
-    return report
+    return ev.record_evaluation(report, metrics, train_result, config, logger)
 
 
 @task(name="log-model", cache_policy=NO_CACHE)

@@ -3,21 +3,36 @@
 Metrics reach the pipeline's one MLflow run through our own `TrainerCallback` (with `report_to: none`, so the
 Trainer opens no run of its own), under the torch backend's names and with step = epoch: `train_loss`, `val_loss`,
 `val_accuracy`, `val_f1_macro`, `lr`. Early stopping follows the shared `early_stopping:` semantics.
+
+Checkpoints: with a `checkpoint_dir` (the pipeline gives one tied to its MLflow run) and `checkpoint_every: N`, the
+Trainer saves its own full checkpoint (weights, optimizer, scheduler, RNG, trainer state) every N epochs, the
+newest two kept (and the best one while `best_model_metric` / early stopping keeps the best weights), each with
+`fuseflow.json` (our epoch history and early-stopping book-keeping), written last. When the folder holds a complete
+checkpoint, training resumes from it (`resume_from_checkpoint`): finished epochs are neither rerun nor re-logged.
 """
 from __future__ import annotations
 
+import json
+import logging
 import math
+import os
+import re
 import tempfile
 import time
+from pathlib import Path
 from typing import Any, Literal, Optional
 
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 
 from tasks.registry import TRAINERS
 from tasks.train_common import TrainBase, resolve_device
 from tasks.train_torch import EpochCallback, TrainResult, epoch_metrics
 
+log = logging.getLogger("fuseflow")
+
 EPOCH_METRICS = ("val_loss", "val_accuracy", "val_f1_macro", "train_loss")
+PROGRESS_FILE = "fuseflow.json"
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 SCHEDULERS = {"none": "constant", "linear": "linear", "cosine": "cosine"}
 
 
@@ -31,6 +46,8 @@ class HFTrainerConfig(TrainBase):
         None, description="keep the weights of the epoch best on this metric (e.g. val_f1_macro, val_loss)")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto: bf16 (or fp16) on a GPU, fp32 on a CPU; bf16/fp16 need a GPU")
+    checkpoint_every: NonNegativeInt = Field(
+        1, description="epochs between the Trainer's checkpoints (0: none); a `--resume` continues from the newest")
 
     @model_validator(mode="after")
     def _known_metrics(self) -> "HFTrainerConfig":
@@ -59,13 +76,21 @@ def precision_flags(config: HFTrainerConfig, device: str) -> dict[str, bool]:
     return {"bf16": choice == "bf16", "fp16": choice == "fp16"}
 
 
-def training_arguments(config: HFTrainerConfig, seed: int, output_dir: str, group_by_length: bool) -> Any:
-    """The `train:` section as `TrainingArguments` (evaluation and logging once per epoch, no reporting)."""
+def keeps_best(config: HFTrainerConfig) -> bool:
+    return config.monitor is not None and (config.early_stopping is None or config.early_stopping.restore_best)
+
+
+def training_arguments(config: HFTrainerConfig, seed: int, output_dir: str, group_by_length: bool,
+                       checkpointing: bool = False) -> Any:
+    """The `train:` section as `TrainingArguments` (evaluation and logging once per epoch, no reporting).
+
+    `checkpointing`: full checkpoints (resumable) every epoch, the newest two kept; the callback of
+    `epoch_callback` skips the epochs between `checkpoint_every`."""
     from transformers import TrainingArguments
 
     device = resolve_device(config.device)
     opt = config.optimizer
-    keep_best = config.monitor is not None and (config.early_stopping is None or config.early_stopping.restore_best)
+    keep_best = keeps_best(config)
     scheduler = SCHEDULERS[config.scheduler.name]
     if scheduler == "constant" and config.scheduler.warmup_steps:
         scheduler = "constant_with_warmup"
@@ -76,8 +101,9 @@ def training_arguments(config: HFTrainerConfig, seed: int, output_dir: str, grou
         learning_rate=opt.lr, weight_decay=opt.weight_decay, adam_beta1=opt.betas[0], adam_beta2=opt.betas[1],
         adam_epsilon=opt.eps, optim="adamw_torch", lr_scheduler_type=scheduler,
         warmup_steps=config.scheduler.warmup_steps, max_grad_norm=config.grad_clip or 0.0,
-        eval_strategy="epoch", logging_strategy="epoch", save_strategy="epoch" if keep_best else "no",
-        save_total_limit=1 if keep_best else None, save_only_model=True, load_best_model_at_end=keep_best,
+        eval_strategy="epoch", logging_strategy="epoch", save_strategy="epoch" if keep_best or checkpointing else "no",
+        save_total_limit=2 if checkpointing else (1 if keep_best else None), save_only_model=not checkpointing,
+        load_best_model_at_end=keep_best,
         metric_for_best_model=_trainer_metric(config.monitor) if keep_best else None,
         greater_is_better=(_mode(config) == "max") if keep_best else None,
         train_sampling_strategy="group_by_length" if group_by_length else "random",
@@ -116,8 +142,28 @@ def compute_metrics(prediction: Any) -> dict[str, float]:
     return epoch_metrics(torch.as_tensor(logits), torch.as_tensor(prediction.label_ids), "classification")
 
 
-def epoch_callback(config: HFTrainerConfig, result: TrainResult, on_epoch_end: Optional[EpochCallback]) -> Any:
-    """A `TrainerCallback` that times training epochs, reports each epoch's metrics and applies early stopping."""
+def save_progress(folder: Path, progress: dict[str, Any]) -> None:
+    """Write `fuseflow.json` into a Trainer checkpoint folder (under a temporary name renamed into place): its
+    presence marks the checkpoint complete."""
+    tmp = folder / f".{PROGRESS_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(progress), encoding="utf-8")
+    os.replace(tmp, folder / PROGRESS_FILE)
+
+
+def latest_checkpoint(folder: Optional[Path]) -> Optional[Path]:
+    """The newest complete Trainer checkpoint folder (`checkpoint-<step>` with `fuseflow.json`) in `folder`."""
+    if folder is None or not folder.is_dir():
+        return None
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _CHECKPOINT.match(p.name))
+             and (p / PROGRESS_FILE).is_file() and (p / "trainer_state.json").is_file()]
+    return max(found)[1] if found else None
+
+
+def epoch_callback(config: HFTrainerConfig, result: TrainResult, on_epoch_end: Optional[EpochCallback],
+                   checkpointing: bool = False) -> Any:
+    """A `TrainerCallback` that times training epochs, reports each epoch's metrics and applies early stopping;
+    with `checkpointing`, it keeps the Trainer's checkpoints to every `checkpoint_every` epochs and adds our
+    book-keeping to each (`restore` reads it back)."""
     from transformers import TrainerCallback
 
     stopping = config.early_stopping
@@ -130,12 +176,30 @@ def epoch_callback(config: HFTrainerConfig, result: TrainResult, on_epoch_end: O
             self.pending: dict[str, float] = {}
             self.best = math.inf
             self.bad_epochs = 0
+            self.epochs_timed = 0
+
+        def restore(self, checkpoint: Path) -> None:
+            progress = json.loads((checkpoint / PROGRESS_FILE).read_text(encoding="utf-8"))
+            result.history[:] = progress["history"]
+            result.best_epoch, result.epochs_run = progress["best_epoch"], progress["epochs_run"]
+            self.best, self.bad_epochs = float(progress["best"]), progress["bad_epochs"]
 
         def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self.started = time.perf_counter()
 
         def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self.train_seconds += time.perf_counter() - self.started
+            self.epochs_timed += 1
+            epoch = int(round(state.epoch or 0))
+            if checkpointing and not keeps_best(config) and epoch % config.checkpoint_every:
+                control.should_save = False
+
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if checkpointing:
+                folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                save_progress(folder, {"epoch": result.epochs_run, "history": result.history,
+                                       "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+                                       "best": self.best, "bad_epochs": self.bad_epochs})
 
         def on_log(self, args: Any, state: Any, control: Any, logs: Optional[dict] = None, **kwargs: Any) -> None:
             logs = logs or {}
@@ -171,22 +235,33 @@ def epoch_callback(config: HFTrainerConfig, result: TrainResult, on_epoch_end: O
 
 
 def train_hf(model: Any, train_set: Any, val_set: Any, tokenizer: Any, config: HFTrainerConfig, seed: int,
-             group_by_length: bool = False, on_epoch_end: Optional[EpochCallback] = None) -> TrainResult:
-    """Fine-tune `model` on tokenized `train_set` with the HF Trainer, evaluating on `val_set` every epoch."""
+             group_by_length: bool = False, on_epoch_end: Optional[EpochCallback] = None,
+             checkpoint_dir: Optional[Path] = None) -> TrainResult:
+    """Fine-tune `model` on tokenized `train_set` with the HF Trainer, evaluating on `val_set` every epoch.
+
+    With `checkpoint_dir` and `checkpoint_every` > 0, checkpoints go there and training resumes from the newest."""
     from transformers import DataCollatorWithPadding, Trainer
 
     result = TrainResult()
-    reporter = epoch_callback(config, result, on_epoch_end)
-    with tempfile.TemporaryDirectory(prefix="fuseflow-hf-trainer-") as output_dir:
-        args = training_arguments(config, seed, output_dir, group_by_length)
+    checkpointing = checkpoint_dir is not None and config.checkpoint_every > 0
+    reporter = epoch_callback(config, result, on_epoch_end, checkpointing)
+    with tempfile.TemporaryDirectory(prefix="fuseflow-hf-trainer-") as tmp_dir:
+        output_dir = Path(checkpoint_dir) if checkpointing else Path(tmp_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        args = training_arguments(config, seed, str(output_dir), group_by_length, checkpointing)
         trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=val_set,
                           data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
                           compute_metrics=compute_metrics, callbacks=[reporter],
                           optimizer_cls_and_kwargs=optimizer_override(config))
-        trainer.train()
+        resume = latest_checkpoint(output_dir) if checkpointing else None
+        if resume is not None:
+            log.info("resuming training from the Trainer checkpoint %s (epoch %s)", resume.name,
+                     json.loads((resume / PROGRESS_FILE).read_text(encoding="utf-8"))["epoch"])
+            reporter.restore(resume)
+        trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
         trained = trainer.model
     seconds = reporter.train_seconds
-    result.train_samples_per_s = len(train_set) * len(result.history) / seconds if seconds else 0.0
+    result.train_samples_per_s = len(train_set) * reporter.epochs_timed / seconds if seconds else 0.0
     trained.eval()
     if trained is not model:
         model.load_state_dict(trained.state_dict())
