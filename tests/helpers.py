@@ -1,8 +1,11 @@
 """Small builders shared by tests: tiny pipelines.yaml files and MLflow queries."""
 from __future__ import annotations
 
+import os
 import textwrap
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 TINY_IRIS = """\
 defaults:
@@ -38,3 +41,18 @@ def runs_of(tracking_uri: str) -> list:
     client = MlflowClient(tracking_uri)
     experiments = [e.experiment_id for e in client.search_experiments()]
     return client.search_runs(experiments) if experiments else []
+
+
+@contextmanager
+def tracking_uri_env(folder: Path) -> Iterator[str]:
+    """MLFLOW_TRACKING_URI pointed at a sqlite store in `folder` for a module-scoped fixture, then restored."""
+    uri = f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}"
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    try:
+        yield uri
+    finally:
+        if old is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import TINY_IRIS, runs_of, write_pipelines
+from tests.helpers import TINY_IRIS, runs_of, tracking_uri_env, write_pipelines
 
 
 @pytest.fixture(scope="module")
@@ -21,17 +20,11 @@ def iris_project(tmp_path_factory, prefect_harness):
     subprocess.run(["git", "init", "-q"], cwd=folder, check=True)
     subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "--allow-empty", "-m", "init"],
                    cwd=folder, check=True)
-    uri = f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}"
-    old = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = uri
     from flows.pipeline import run_pipeline
 
-    summary = run_pipeline("iris-tiny", None, str(folder / "pipelines.yaml"))
-    yield folder, uri, summary
-    if old is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = old
+    with tracking_uri_env(folder) as uri:
+        summary = run_pipeline("iris-tiny", None, str(folder / "pipelines.yaml"))
+        yield folder, uri, summary
 
 
 def _run(uri: str, run_id: str):

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import runs_of
+from tests.helpers import runs_of, tracking_uri_env
 from tests.text_helpers import ham_spam_rows, text_pipelines, train_tokenizer, write_csv
 
 EPOCH_METRICS = ("train_loss", "val_loss", "val_accuracy", "val_f1_macro")
@@ -25,18 +24,12 @@ def text_project(tmp_path_factory, prefect_harness):
     yaml_text += text_pipelines(folder / "spam.csv", folder / "tokenizer", "torch", EPOCHS,
                                 name="spam-torch").split("pipelines:\n", 1)[1]
     (folder / "pipelines.yaml").write_text(yaml_text, encoding="utf-8")
-    uri = f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}"
-    old = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = uri
     from flows.pipeline import run_pipeline
 
-    summaries = {backend: run_pipeline(f"spam-{backend}", None, str(folder / "pipelines.yaml"))
-                 for backend in ("hf", "torch")}
-    yield folder, uri, summaries
-    if old is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = old
+    with tracking_uri_env(folder) as uri:
+        summaries = {backend: run_pipeline(f"spam-{backend}", None, str(folder / "pipelines.yaml"))
+                     for backend in ("hf", "torch")}
+        yield folder, uri, summaries
 
 
 def _run(uri: str, run_id: str):
