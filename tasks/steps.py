@@ -32,10 +32,10 @@ def preprocess(steps: list[Any], splits: TabularSplits, target_scaling: str) -> 
 @task(name="build-model", cache_policy=NO_CACHE)
 def build_model(model_config: Any, in_features: int, out_features: int, seed: int) -> Any:
     """Instantiate the network with a seeded initialisation."""
-    import torch
+    from tasks.train_common import seeded_init
 
-    torch.manual_seed(seed)
-    return model_config.build(in_features, out_features)
+    with seeded_init(seed):
+        return model_config.build(in_features, out_features)
 
 
 @task(name="train", cache_policy=StepCachePolicy())

@@ -77,10 +77,10 @@ def tokenize(splits: TextSplits, tokenizer: Any, config: Any, logger: RunLogger 
 @task(name="build-model", cache_policy=NO_CACHE)
 def build_model(model_config: Any, classes: list[str], tokenizer: Any, seed: int, base_dir: Path) -> Any:
     """The transformer with a classification head over `classes`, seeded."""
-    import torch
+    from tasks.train_common import seeded_init
 
-    torch.manual_seed(seed)
-    return model_config.build_text(classes, tokenizer, base_dir)
+    with seeded_init(seed):
+        return model_config.build_text(classes, tokenizer, base_dir)
 
 
 def batches(splits: TextSplits, split: str, tokenizer: Any, batch_size: int, group_by_length: bool = False) -> Any:

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import math
-from typing import Literal, Optional
+import threading
+from contextlib import contextmanager
+from typing import Iterator, Literal, Optional
 
 from pydantic import Field, PositiveInt
 
@@ -77,3 +79,17 @@ def resolve_device(choice: str) -> str:
     if choice == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("train.device is 'cuda' but no CUDA device is available; use device: auto")
     return choice
+
+
+_SEEDED_INIT_LOCK = threading.Lock()
+
+
+@contextmanager
+def seeded_init(seed: int) -> Iterator[None]:
+    """Seed torch's global generator and hold a process-wide lock while a model is built, so models built at the
+    same time in several threads (fusion members) each get exactly the initialisation their seed gives."""
+    import torch
+
+    with _SEEDED_INIT_LOCK:
+        torch.manual_seed(seed)
+        yield
