@@ -61,7 +61,10 @@ def save_tabular_model(core: Any, model_config: Any, splits: Any, scaling: Any, 
     weights_file = extras / WEIGHTS_FILE
     save_file({k: v.detach().contiguous() for k, v in core.state_dict().items()}, str(weights_file))
     example = np.ascontiguousarray(_raw_rows(splits, scaling)[:5], dtype=np.float32)
-    with _EXPORT_LOCK:  # torch.export keeps module-global state: two threads exporting at once corrupt each other
+    import warnings
+
+    with _EXPORT_LOCK, warnings.catch_warnings():  # torch.export keeps module-global state: one thread at a time
+        warnings.filterwarnings("ignore", message=".*Integer columns.*")  # class ids are integers by design
         mlflow.pytorch.save_model(
             inference_module(core, scaling, splits.task), str(path), serialization_format="pt2", input_example=example,
             extra_files=[str(spec_file), str(weights_file)],

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -114,12 +115,10 @@ def log_dataset(splits: TabularSplits, logger: RunLogger) -> str:
 
     frame = pd.DataFrame(splits.X["train"], columns=splits.feature_names)
     frame["label"] = splits.y["train"]
-    import warnings
-
     source = CodeDatasetSource(tags={"fuseflow.source": splits.source})  # sklearn:/hub: names have no resolver
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # MLflow infers the schema here and when the input is logged
         warnings.filterwarnings("ignore", message=".*Integer columns.*")  # class ids are integers by design
         dataset = mlflow.data.from_pandas(frame, source=source, name=splits.name, targets="label",
                                           digest=splits.digest)
-    logger.log_dataset(dataset, "training")
+        logger.log_dataset(dataset, "training")
     return splits.digest
