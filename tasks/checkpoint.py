@@ -32,6 +32,15 @@ def checkpoint_name(epoch: int) -> str:
     return f"epoch-{epoch:04d}.pt"
 
 
+def finish_training(result: Any, logger: Any, checkpoint: Any = None) -> None:
+    """Wait for the last checkpoint write, then log the training summary (best epoch, epochs run, throughput)."""
+    if hasattr(checkpoint, "wait"):
+        checkpoint.wait()  # the last checkpoint is written before the step ends
+    if logger:
+        logger.log_metrics({"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+                            "train_samples_per_s": result.train_samples_per_s})
+
+
 def epoch_hooks(logger: Any, checkpoint: Any = None,
                 resume: Optional[dict[str, Any]] = None) -> tuple[Callable[[int, dict, dict], None], Optional[dict]]:
     """A torch training step's `on_epoch_end` (metrics to the run at step = epoch, state to `checkpoint`) and the

@@ -25,10 +25,6 @@ class StandardizeConfig(StrictModel):
     with_std: bool = True
 
 
-def preprocess_step_union() -> Any:
-    return PREPROCESSORS.union()
-
-
 def normalize_step(value: Any) -> Any:
     """`{standardize: {...}}` or `"standardize"` -> `{"name": "standardize", ...}` for validation."""
     if isinstance(value, str):

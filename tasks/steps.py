@@ -48,7 +48,7 @@ def train(model: Any, splits: TabularSplits, train_config: Any, seed: int, logge
     retry, or `--resume` of an unfinished run) and no `resume` state is given, training continues from it."""
     import torch
 
-    from tasks.checkpoint import epoch_hooks
+    from tasks.checkpoint import epoch_hooks, finish_training
     from tasks.train_torch import train_torch
 
     on_epoch_end, resume = epoch_hooks(logger, checkpoint, resume)
@@ -56,11 +56,7 @@ def train(model: Any, splits: TabularSplits, train_config: Any, seed: int, logge
                for split in ("train", "validation")}
 
     result = train_torch(model, tensors, splits.task, train_config, seed, on_epoch_end=on_epoch_end, resume=resume)
-    if hasattr(checkpoint, "wait"):
-        checkpoint.wait()  # the last checkpoint is written before the step ends
-    if logger:
-        logger.log_metrics({"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-                            "train_samples_per_s": result.train_samples_per_s})
+    finish_training(result, logger, checkpoint)
     return model, result
 
 

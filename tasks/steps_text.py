@@ -99,7 +99,7 @@ def train(model: Any, splits: TextSplits, tokenizer: Any, train_config: Any, tok
     `tasks.checkpoint.trainer_folder(checkpoint)` and resumes from the newest one."""
     import torch
 
-    from tasks.checkpoint import epoch_hooks, trainer_folder
+    from tasks.checkpoint import epoch_hooks, finish_training, trainer_folder
 
     if train_config.backend == "hf_trainer":
         from tasks.train_hf import train_hf
@@ -118,11 +118,7 @@ def train(model: Any, splits: TextSplits, tokenizer: Any, train_config: Any, tok
                     torch.as_tensor(splits.labels(s))) for s in ("train", "validation")}
         result = train_torch(model, data, "classification", train_config, seed, on_epoch_end=on_epoch_end,
                              resume=resume)
-        if hasattr(checkpoint, "wait"):
-            checkpoint.wait()  # the last checkpoint is written before the step ends
-    if logger:
-        logger.log_metrics({"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-                            "train_samples_per_s": result.train_samples_per_s})
+    finish_training(result, logger, checkpoint)
     return model, result
 
 

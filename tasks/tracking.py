@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -135,9 +134,6 @@ class RunLogger:
 
         self.client.log_inputs(self.run_id, datasets=[
             DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])])
-
-    def scratch_dir(self) -> tempfile.TemporaryDirectory:
-        return tempfile.TemporaryDirectory(prefix="fuseflow-")
 
 
 def write_json(path: Path, data: Any) -> Path:
