@@ -45,8 +45,7 @@ def epoch_hooks(logger: Any, checkpoint: Any = None,
                 resume: Optional[dict[str, Any]] = None) -> tuple[Callable[[int, dict, dict], None], Optional[dict]]:
     """A torch training step's `on_epoch_end` (metrics to the run at step = epoch, state to `checkpoint`) and the
     state to resume from: `resume`, else `checkpoint.latest()` (a Prefect retry, or `--resume` of a run)."""
-    if resume is None and checkpoint is not None and hasattr(checkpoint, "latest"):
-        resume = checkpoint.latest()
+    resume = resume_state(checkpoint, resume)
     logged = last_logged_epoch(logger)  # a resume reruns the epochs after its checkpoint: log each epoch once
 
     def on_epoch_end(epoch: int, metrics: dict[str, float], state: dict[str, Any]) -> None:
@@ -56,6 +55,13 @@ def epoch_hooks(logger: Any, checkpoint: Any = None,
             checkpoint(epoch, state)
 
     return on_epoch_end, resume
+
+
+def resume_state(checkpoint: Any = None, resume: Optional[dict[str, Any]] = None) -> Optional[dict[str, Any]]:
+    """The state a training step starts from: `resume`, else the newest checkpoint of the run, else None."""
+    if resume is None and checkpoint is not None and hasattr(checkpoint, "latest"):
+        return checkpoint.latest()
+    return resume
 
 
 def last_logged_epoch(logger: Any, metric: str = "val_loss") -> int:

@@ -45,17 +45,24 @@ def train(model: Any, splits: TabularSplits, train_config: Any, seed: int, logge
     """Run the training backend; per-epoch metrics go to MLflow in one batch per epoch.
 
     `checkpoint(epoch, state)` saves the resumable state; when it has a saved one (`checkpoint.latest()`: a Prefect
-    retry, or `--resume` of an unfinished run) and no `resume` state is given, training continues from it."""
+    retry, or `--resume` of an unfinished run) and no `resume` state is given, training continues from it.
+    With `train.distributed`, the torch loop runs in DDP processes under torchrun (tasks/distributed.py)."""
     import torch
 
-    from tasks.checkpoint import epoch_hooks, finish_training
+    from tasks.checkpoint import epoch_hooks, finish_training, resume_state
     from tasks.train_torch import train_torch
 
-    on_epoch_end, resume = epoch_hooks(logger, checkpoint, resume)
     tensors = {split: (torch.from_numpy(splits.X[split]), torch.from_numpy(splits.y[split]))
                for split in ("train", "validation")}
+    if getattr(train_config, "distributed", None):
+        from tasks.distributed import train_distributed
 
-    result = train_torch(model, tensors, splits.task, train_config, seed, on_epoch_end=on_epoch_end, resume=resume)
+        result = train_distributed(model, tensors, splits.task, train_config, seed, logger, checkpoint,
+                                   resume_state(checkpoint, resume))
+    else:
+        on_epoch_end, resume = epoch_hooks(logger, checkpoint, resume)
+        result = train_torch(model, tensors, splits.task, train_config, seed, on_epoch_end=on_epoch_end,
+                             resume=resume)
     finish_training(result, logger, checkpoint)
     return model, result
 

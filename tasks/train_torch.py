@@ -7,6 +7,9 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Optional
 
+from pydantic import Field, model_validator
+
+from tasks.distributed import DistributedConfig
 from tasks.registry import TRAINERS
 from tasks.train_common import TrainBase, lr_lambda, resolve_device
 
@@ -16,6 +19,15 @@ class TorchTrainConfig(TrainBase):
     backend: Literal["torch"]
     loss: Optional[Literal["cross_entropy", "mse"]] = None  # default: cross_entropy (classification), mse (regression)
     checkpoint_every: int = 1  # epochs between checkpoints (0: none); used by resume
+    distributed: Optional[DistributedConfig] = Field(
+        None, description="train with torch DDP in N processes on this machine (torchrun); batch_size is per process")
+
+    @model_validator(mode="after")
+    def _distributed_fits_device(self) -> "TorchTrainConfig":
+        if self.distributed and self.distributed.backend == "nccl" and self.device == "cpu":
+            raise ValueError("distributed.backend 'nccl' needs CUDA GPUs but train.device is 'cpu': use "
+                             "distributed.backend: gloo (or leave it out) to train on CPUs")
+        return self
 
 
 class TrainingDiverged(RuntimeError):
@@ -83,6 +95,20 @@ def forward(model: Any, inputs: Any) -> Any:
     return getattr(out, "logits", out)  # Hugging Face models return an output object
 
 
+def unwrap(model: Any) -> Any:
+    """The module inside a `DistributedDataParallel` wrapper (its weights carry no `module.` prefix), else `model`."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def process_group() -> Any:
+    """`torch.distributed` when this process belongs to an initialised process group (a DDP worker), else None."""
+    import torch.distributed as dist
+
+    return dist if dist.is_available() and dist.is_initialized() else None
+
+
 def predict_batches(model: Any, X: Any, batch_size: int) -> Any:
     import torch
 
@@ -93,7 +119,7 @@ def predict_batches(model: Any, X: Any, batch_size: int) -> Any:
 
 def train_torch(model: Any, data: dict[str, tuple[Any, Any]], task: str, config: TorchTrainConfig, seed: int,
                 on_epoch_end: Optional[EpochCallback] = None, resume: Optional[dict[str, Any]] = None,
-                show_progress: bool = True) -> TrainResult:
+                show_progress: bool = True, sampler: Any = None) -> TrainResult:
     """Train ``model`` on ``data['train']`` = (X, y) tensors, validating on ``data['validation']`` every epoch.
 
     ``X`` may also be an indexable batch source (e.g. `tasks.tokenize.TextBatches`) whose items are dicts of
@@ -101,6 +127,13 @@ def train_torch(model: Any, data: dict[str, tuple[Any, Any]], task: str, config:
 
     ``on_epoch_end(epoch, metrics, state)`` receives the epoch's metrics and the resumable state
     (model, optimizer, scheduler, RNG, early-stopping book-keeping); ``resume`` is such a state.
+
+    Distributed (a DDP worker, see tasks/ddp_worker.py): ``model`` may be a `DistributedDataParallel` wrapper and
+    ``sampler`` a `DistributedSampler` (``set_epoch(epoch)``, then iterated) that gives this process' share of each
+    epoch's rows. Under an initialised process group the train loss and sample count are summed over the
+    processes, validation runs on the unwrapped model over the full validation set, and every process takes
+    rank 0's epoch metrics, so early stopping decides the same everywhere. States (checkpoints, best weights)
+    hold the unwrapped model's weights.
     """
     import time
 
@@ -110,12 +143,14 @@ def train_torch(model: Any, data: dict[str, tuple[Any, Any]], task: str, config:
     seed_everything(seed)
     device = resolve_device(config.device)
     model.to(device)
+    core = unwrap(model)  # weights without the DDP wrapper's `module.` prefix
+    group = process_group()
     X_train, y_train = (t.to(device) for t in data["train"])
     X_val, y_val = (t.to(device) for t in data["validation"])
     loss_name = config.loss or ("cross_entropy" if task == "classification" else "mse")
     criterion = loss_function(loss_name, task)
     optimizer = _make_optimizer(model, config)
-    steps_per_epoch = math.ceil(len(X_train) / config.batch_size)
+    steps_per_epoch = math.ceil((len(sampler) if sampler is not None else len(X_train)) / config.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda(config.scheduler.name, config.scheduler.warmup_steps, steps_per_epoch * config.epochs))
     generator = torch.Generator().manual_seed(seed)
@@ -125,7 +160,7 @@ def train_torch(model: Any, data: dict[str, tuple[Any, Any]], task: str, config:
     best_score, best_state, bad_epochs, start_epoch = math.inf, None, 0, 1
 
     if resume:
-        model.load_state_dict(resume["model"])
+        core.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
         generator.set_state(resume["generator"])
@@ -143,8 +178,7 @@ def train_torch(model: Any, data: dict[str, tuple[Any, Any]], task: str, config:
         for epoch in range(start_epoch, config.epochs + 1):
             model.train()
             started = time.perf_counter()
-            order = (X_train.epoch_order(generator) if hasattr(X_train, "epoch_order")
-                     else torch.randperm(len(X_train), generator=generator)).to(device)
+            order = _epoch_order(X_train, generator, sampler, epoch).to(device)
             total_loss = torch.zeros((), device=device)
             for i in range(0, len(order), config.batch_size):
                 idx = order[i:i + config.batch_size]
@@ -160,12 +194,21 @@ def train_torch(model: Any, data: dict[str, tuple[Any, Any]], task: str, config:
                 optimizer.step()
                 scheduler.step()
                 total_loss += loss.detach() * len(idx)
+            seen = torch.tensor(float(len(order)), device=device)
+            if group:  # the loss over every process' rows
+                totals = torch.stack([total_loss, seen])
+                group.all_reduce(totals)
+                total_loss, seen = totals[0], totals[1]
             train_seconds += time.perf_counter() - started
-            samples += len(order)
-            val_out = predict_batches(model, X_val, eval_bs)
-            metrics = {"train_loss": (total_loss / len(order)).item(), "val_loss": criterion(val_out, y_val).item(),
+            samples += int(seen.item())
+            val_out = predict_batches(core, X_val, eval_bs)
+            metrics = {"train_loss": (total_loss / seen).item(), "val_loss": criterion(val_out, y_val).item(),
                        "lr": scheduler.get_last_lr()[0]}
             metrics.update({f"val_{k}": v for k, v in epoch_metrics(val_out, y_val, task).items()})
+            if group:  # computed alike everywhere; rank 0's values make the early-stopping decisions agree for sure
+                shared = [metrics]
+                group.broadcast_object_list(shared, src=0)
+                metrics = shared[0]
             result.history.append({"epoch": epoch, **metrics})
             result.epochs_run = epoch
 
@@ -179,7 +222,7 @@ def train_torch(model: Any, data: dict[str, tuple[Any, Any]], task: str, config:
                     best_score, bad_epochs, improved = score, 0, True
                     result.best_epoch = epoch
                     if stopping.restore_best:
-                        best_state = copy.deepcopy(model.state_dict())
+                        best_state = copy.deepcopy(core.state_dict())
                 else:
                     bad_epochs += 1
             else:
@@ -188,7 +231,7 @@ def train_torch(model: Any, data: dict[str, tuple[Any, Any]], task: str, config:
                             info=f"train_loss {metrics['train_loss']:.4f}  val_loss {metrics['val_loss']:.4f}")
             if on_epoch_end:
                 on_epoch_end(epoch, metrics, {
-                    "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "epoch": epoch, "model": core.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
                     "torch_rng": torch.get_rng_state(), "best_score": best_score, "best_state": best_state,
                     "bad_epochs": bad_epochs, "history": result.history, "best_epoch": result.best_epoch,
@@ -197,10 +240,23 @@ def train_torch(model: Any, data: dict[str, tuple[Any, Any]], task: str, config:
                 result.stopped_early = True
                 break
     if stopping and stopping.restore_best and best_state is not None:
-        model.load_state_dict(best_state)
+        core.load_state_dict(best_state)
     result.train_samples_per_s = samples / train_seconds if train_seconds else 0.0
     model.eval()
     return result
+
+
+def _epoch_order(X: Any, generator: Any, sampler: Any, epoch: int) -> Any:
+    """Row ids of one epoch: the sampler's share (set to `epoch`), else the batch source's own order, else a
+    permutation drawn from `generator`."""
+    import torch
+
+    if sampler is not None:
+        sampler.set_epoch(epoch)
+        return torch.as_tensor(list(sampler), dtype=torch.long)
+    if hasattr(X, "epoch_order"):
+        return X.epoch_order(generator)
+    return torch.randperm(len(X), generator=generator)
 
 
 def _make_optimizer(model: Any, config: TorchTrainConfig) -> Any:
