@@ -113,11 +113,18 @@ def train(model: Any, splits: TextSplits, tokenizer: Any, train_config: Any, tok
     else:
         from tasks.train_torch import train_torch
 
-        on_epoch_end, resume = epoch_hooks(logger, checkpoint, resume)
         data = {s: (batches(splits, s, tokenizer, train_config.batch_size, tokenize_config.group_by_length and s == "train"),
                     torch.as_tensor(splits.labels(s))) for s in ("train", "validation")}
-        result = train_torch(model, data, "classification", train_config, seed, on_epoch_end=on_epoch_end,
-                             resume=resume)
+        if train_config.distributed:  # DDP processes under torchrun (tasks/distributed.py)
+            from tasks.checkpoint import resume_state
+            from tasks.distributed import train_distributed
+
+            result = train_distributed(model, data, "classification", train_config, seed, logger, checkpoint,
+                                       resume_state(checkpoint, resume))
+        else:
+            on_epoch_end, resume = epoch_hooks(logger, checkpoint, resume)
+            result = train_torch(model, data, "classification", train_config, seed, on_epoch_end=on_epoch_end,
+                                 resume=resume)
     finish_training(result, logger, checkpoint)
     return model, result
 

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
+from pydantic import Field, NonNegativeInt, PositiveInt, field_validator, model_validator
 
 from tasks.registry import TRAINERS
 from tasks.train_common import TrainBase, resolve_device
@@ -48,6 +48,17 @@ class HFTrainerConfig(TrainBase):
         "auto", description="auto: bf16 (or fp16) on a GPU, fp32 on a CPU; bf16/fp16 need a GPU")
     checkpoint_every: NonNegativeInt = Field(
         1, description="epochs between the Trainer's checkpoints (0: none); a `--resume` continues from the newest")
+
+    distributed: Optional[Any] = Field(None, description="not supported by this backend: use backend: torch")
+
+    @field_validator("distributed", mode="before")
+    @classmethod
+    def _no_distributed(cls, value: Any) -> Any:
+        if value is not None:
+            raise ValueError("distributed training is not supported by backend hf_trainer (yet): use backend: "
+                             "torch, whose loop runs under DDP with `distributed: {nproc_per_node: N}`, or remove "
+                             "`distributed`")
+        return value
 
     @model_validator(mode="after")
     def _known_metrics(self) -> "HFTrainerConfig":
