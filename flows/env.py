@@ -11,6 +11,8 @@ QUIET_DEFAULTS = {
     # a fresh ephemeral database takes 8-15 s to start on a small machine; Prefect's default is 20 s
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "60",
     "TOKENIZERS_PARALLELISM": "false",
+    # fusion and sweeps download many small model folders: one progress bar per download is noise
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
 }
 
 

@@ -1,4 +1,4 @@
-"""The body of a fusion pipeline: train inline members concurrently (nested MLflow runs), load every member,
+"""The body of a fusion pipeline: train inline members through the runner (nested MLflow runs), load every member,
 fit the fusion on validation, score test once, and log the report and ONE model (fused, or the best member).
 """
 from __future__ import annotations
@@ -10,23 +10,12 @@ from typing import Any, Optional
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.futures import wait
 
 from tasks.pipeline_config import PipelineSpec
 from tasks.tracking import RunLogger, write_json
 
 TAG_MEMBER = "fuseflow.fusion.member"  # on member runs: the member's name in the fusion
 TAG_PREFIX = "fuseflow.fusion"
-
-
-@task(name="train-member", task_run_name="train-{name}", cache_policy=NO_CACHE, persist_result=False)
-def train_member(spec: PipelineSpec, overrides: dict[str, Any], base_dir: Path, parent_run_id: str, name: str) -> dict[str, Any]:
-    """Run the member pipeline's own body in a nested MLflow run under the fusion run."""
-    from flows.pipeline import runner_for
-    from flows.tracking_run import tracked_run
-
-    with tracked_run(spec, overrides, base_dir, parent_run_id=parent_run_id, extra_tags={TAG_MEMBER: name}) as logger:
-        return runner_for(spec.kind)(spec, logger, base_dir)
 
 
 @task(name="load-member", task_run_name="load-{name}", cache_policy=NO_CACHE, persist_result=False)
@@ -56,28 +45,36 @@ def _member_spec(fusion_spec: PipelineSpec, member: Any) -> PipelineSpec:
 
 def run_fusion(spec: PipelineSpec, logger: RunLogger, base_dir: Path) -> dict[str, Any]:
     """Run the fusion into `logger`'s (the parent) MLflow run; returns run id, model URI and test metrics."""
+    from flows.nested import NestedJob, train_all
     from tasks.fusion.fuse import load_fusion_data
 
-    log = get_run_logger()
     fusion = spec.fusion
     resolved = fusion.resolved
     logger.set_tags({f"{TAG_PREFIX}.method": fusion.method.method,
                      f"{TAG_PREFIX}.members": json.dumps([m.describe for m in resolved.members])})
     data = load_fusion_data(resolved.data, base_dir)
     _log_dataset(data, logger)  # before the members: they then find the shared dataset registered (no insert race)
-    _guard_progress_bars()
-    _warm_imports({m.spec.kind for m in resolved.members if m.inline})
-    futures = {m.index: train_member.submit(_member_spec(spec, m), m.overrides, base_dir, logger.run_id, m.name)
-               for m in resolved.members if m.inline}
-    wait(list(futures.values()))
-    failed = [(resolved.members[i].name, f) for i, f in futures.items() if f.state.is_failed()]
+    inline = [m for m in resolved.members if m.inline]
+    jobs = [NestedJob(m.name, _member_spec(spec, m), m.overrides, {TAG_MEMBER: m.name}) for m in inline]
+    outcomes = dict(zip((m.index for m in inline),
+                        train_all(jobs, spec.runner, None, base_dir, logger.run_id, f"{spec.name}-members")))
+    failed = [(resolved.members[i].name, o) for i, o in outcomes.items() if not o.ok]
     if failed:
-        name, future = failed[0]
-        raise RuntimeError(f"member {name} failed ({len(failed)} of {len(futures)} inline members failed): "
-                           f"{future.state.message}")
-    summaries = {i: f.result() for i, f in futures.items()}
-    uris = [summaries[m.index]["model_uri"] if m.inline else m.uri for m in resolved.members]
-    run_ids = [summaries[m.index]["run_id"] if m.inline else m.run_id for m in resolved.members]
+        name, outcome = failed[0]
+        raise RuntimeError(f"member {name} failed ({len(failed)} of {len(outcomes)} inline members failed): "
+                           f"{outcome.error}")
+    uris = [outcomes[m.index].summary["model_uri"] if m.inline else m.uri for m in resolved.members]
+    run_ids = [outcomes[m.index].summary["run_id"] if m.inline else m.run_id for m in resolved.members]
+    return fuse_into_run(spec, fusion, data, uris, run_ids, logger, record_uri_members=True)
+
+
+def fuse_into_run(spec: PipelineSpec, fusion: Any, data: Any, uris: list[str], run_ids: list[Optional[str]],
+                  logger: RunLogger, record_uri_members: bool) -> dict[str, Any]:
+    """Fuse trained members (their model URIs and runs) into `logger`'s run: load them, check they saw the
+    fusion's data, fit the method on validation, score test once, and log the report and the shipped model.
+    `record_uri_members` adds a nested run for each `model:` member (a sweep's trials have theirs already)."""
+    log = get_run_logger()
+    resolved = fusion.resolved
     log.info("fusion: members ready: %s", ", ".join(f"{m.name}={u}" for m, u in zip(resolved.members, uris)))
     logger.set_tags({f"{TAG_PREFIX}.member.{m.name}.run_id": rid for m, rid in zip(resolved.members, run_ids)})
 
@@ -86,9 +83,10 @@ def run_fusion(spec: PipelineSpec, logger: RunLogger, base_dir: Path) -> dict[st
     names = spec.evaluate.for_task("classification")
     outcome = fuse_members(fusion.method, members, data, names, fusion.bootstrap, fusion.require_gain,
                            [m.describe for m in resolved.members], run_ids)
-    for member in resolved.members:
-        if not member.inline:
-            _record_uri_member(spec, member, run_ids[member.index], outcome.report, logger)
+    if record_uri_members:
+        for member in resolved.members:
+            if not member.inline:
+                _record_uri_member(spec, member, run_ids[member.index], outcome.report, logger)
     model_uri = _log_outcome(outcome, data, names, logger,
                              best_uri=uris[outcome.best_index], best_name=resolved.members[outcome.best_index].name)
     log.info("fusion: %s", outcome.report["note"])
@@ -107,35 +105,6 @@ def _log_dataset(data: Any, logger: RunLogger) -> None:
         from tasks import steps
 
         steps.log_dataset(data.splits, logger)
-
-
-def _guard_progress_bars() -> None:
-    """tqdm's `thread_map` (used by datasets) deletes tqdm's class lock after use when it created it, which breaks
-    bars of a concurrent thread ("type object 'tqdm' has no attribute '_lock'"): create the lock up front."""
-    from tqdm import std
-
-    std.tqdm.get_lock()
-
-
-def _warm_imports(kinds: set[str]) -> None:
-    """Import, in this one thread, what the member bodies import: two threads resolving a lazy module's names at
-    once (transformers) fail with "cannot import name 'AutoTokenizer' from 'transformers'"."""
-    from flows.pipeline import runner_for
-
-    for kind in kinds:
-        runner_for(kind)
-    if "text" in kinds:
-        import mlflow.transformers  # noqa: F401
-        import transformers
-        from transformers import trainer_pt_utils  # noqa: F401
-        from transformers.models.auto import configuration_auto  # noqa: F401
-
-        for name in ("AutoConfig", "AutoTokenizer", "AutoModelForSequenceClassification", "DataCollatorWithPadding",
-                     "Trainer", "TrainerCallback", "TrainingArguments", "pipeline"):
-            getattr(transformers, name)
-    if "tabular" in kinds:
-        import mlflow.pytorch  # noqa: F401
-        import torch.export  # noqa: F401
 
 
 def _check_digests(members: list[Any], run_ids: list[Optional[str]], digest: str, logger: RunLogger) -> None:

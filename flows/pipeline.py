@@ -25,6 +25,7 @@ RUNNERS: dict[str, str] = {
     "tabular": "flows.tabular:run_tabular",
     "fusion": "flows.fusion:run_fusion",
     "text": "flows.text:run_text",
+    "sweep": "flows.sweep:run_sweep",
 }
 
 

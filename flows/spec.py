@@ -162,6 +162,12 @@ def resolve(project: ProjectFile, name: str, overrides: Sequence[Override] = ())
 
         issues += [_issue(project, name, path, message, origins) for path, message in check_fusion(
             spec, project.names, project.raw_pipeline, lambda member, sets: resolve(project, member, parse_overrides(sets)))]
+    if spec.sweep is not None and not issues:  # every trial: this pipeline with the trial's values as --set
+        from tasks.sweep.trials import resolve_trials
+
+        base = list(overrides) + [Override("sweep", None, "sweep=null")]
+        issues += [_issue(project, name, path, message, origins) for path, message in resolve_trials(
+            spec, lambda values: resolve(project, name, base + parse_overrides(values)))]
     if issues:
         raise ConfigError(issues)
     return spec

@@ -32,7 +32,7 @@ def resolved_config(spec: PipelineSpec) -> dict[str, Any]:
 def config_hash(spec: PipelineSpec) -> str:
     """Hash of everything that shapes the result (not description, tags or schedules)."""
     data = resolved_config(spec)
-    for key in ("description", "tags", "schedule", "tracking"):
+    for key in ("description", "tags", "schedule", "tracking", "runner"):
         data.pop(key, None)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -17,7 +17,9 @@ from tasks.fusion.config import FusionConfig
 from tasks.preprocess import normalize_step
 from tasks.promote import PromoteConfig, check_model_name
 from tasks.registry import DATA_SOURCES, MODELS, PREPROCESSORS, TRAINERS, StrictModel
+from tasks.runner_config import RunnerConfig
 from tasks.schedule_config import ScheduleConfig
+from tasks.sweep.config import SweepConfig
 
 
 
@@ -58,9 +60,14 @@ class PipelineSpec(StrictModel):
     train: Optional[TRAINERS.union()] = None
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     fusion: Optional[FusionConfig] = None
+    sweep: Optional[SweepConfig] = None
+    runner: RunnerConfig = Field(default_factory=RunnerConfig)
 
     @model_validator(mode="after")
     def _complete(self) -> "PipelineSpec":
+        if self.sweep is not None and self.fusion is not None:
+            raise ValueError("a pipeline is a sweep or a fusion, not both: sweep a training pipeline, and use "
+                             "`sweep.fuse_top: K` to fuse its K best trials")
         if self.fusion is not None:
             extra = [key for key in ("data", "model", "train", "preprocess") if getattr(self, key)]
             if extra:
@@ -74,7 +81,9 @@ class PipelineSpec(StrictModel):
 
     @property
     def kind(self) -> str:
-        """Which flow body runs this pipeline: 'fusion', 'tabular' (feature table) or 'text' (text columns)."""
+        """Which flow body runs this pipeline: 'sweep', 'fusion', 'tabular' (feature table) or 'text' (text columns)."""
+        if self.sweep is not None:
+            return "sweep"
         if self.fusion is not None:
             return "fusion"
         if getattr(self.data, "text_column", None) or getattr(self.data, "text_columns", None):
@@ -93,4 +102,7 @@ class PipelineSpec(StrictModel):
             check = getattr(section, "preflight", None)
             if check:
                 issues += [((key,) + path, message) for path, message in check(base_dir)]
+        missing = self.runner.missing_packages()
+        if missing:
+            issues.append((("runner", "type"), missing))
         return issues

@@ -132,8 +132,17 @@ class RunLogger:
         from mlflow.entities import DatasetInput, InputTag
         from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-        self.client.log_inputs(self.run_id, datasets=[
-            DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])])
+        from mlflow.exceptions import MlflowException
+
+        inputs = [DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])]
+        try:
+            self.client.log_inputs(self.run_id, datasets=inputs)
+        except MlflowException as exc:
+            # runs logging the same new dataset at once (sweep trials, fusion members, parallel `fuseflow run`s)
+            # race to insert its row; the loser's retry finds the row and only links it to this run
+            if "UNIQUE constraint failed" not in str(exc) and "Duplicate entry" not in str(exc):
+                raise
+            self.client.log_inputs(self.run_id, datasets=inputs)
 
 
 def write_json(path: Path, data: Any) -> Path:

@@ -91,6 +91,9 @@ def _inline(i: int, name: str, member: Any, spec: Any, names: Sequence[str], raw
     raw = raw_of(target)
     if target == spec.name or (isinstance(raw, dict) and raw.get("fusion") is not None):
         return [(where + ("pipeline",), f"'{target}' is a fusion pipeline; members must be training pipelines")]
+    if isinstance(raw, dict) and raw.get("sweep") is not None and "sweep" not in member.set:
+        return [(where + ("pipeline",), f"'{target}' is a sweep; members must be training pipelines (give the member "
+                                        "`set: {sweep: null}` to train it once, or use that sweep's `fuse_top`)")]
     overrides = dict(member.set)
     if not _sets_split_seed(raw, overrides):
         overrides = {"data.split.seed": spec.seed, **overrides}  # one split for every member; `seed` varies init

@@ -1,0 +1,145 @@
+"""Train several pipelines as nested MLflow runs under one parent run (fusion members, sweep trials), through the
+task runner the pipeline's `runner:` section names, at most `max_concurrent` at once.
+
+The jobs run in a subflow whose task runner is built from the config, so the same flow runs on threads, a Dask
+cluster or a Ray cluster. A failed job is reported, not raised: the caller decides (a fusion stops, a sweep goes on).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
+
+from tasks.caching import CacheOptions, cache_options, current_options
+from tasks.pipeline_config import PipelineSpec
+from tasks.runner_config import RunnerConfig
+from tasks.tracking import resolve_tracking_uri
+
+
+@dataclass
+class NestedJob:
+    """One pipeline to train in a nested run: `key` names it in logs and the Prefect UI (member name, trial-3)."""
+
+    key: str
+    spec: PipelineSpec
+    overrides: dict[str, Any] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class NestedOutcome:
+    key: str
+    summary: Optional[dict[str, Any]] = None
+    error: Optional[str] = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@task(name="train-nested", task_run_name="train-{job.key}", cache_policy=NO_CACHE, persist_result=False)
+def train_nested(job: NestedJob, base_dir: Path, parent_run_id: str, cache: CacheOptions) -> dict[str, Any]:
+    """Run the job's pipeline body in a nested MLflow run (in this process, a thread, or a cluster worker)."""
+    from flows.pipeline import runner_for
+    from flows.tracking_run import tracked_run
+
+    with tracked_run(job.spec, job.overrides, base_dir, parent_run_id=parent_run_id, extra_tags=job.tags) as logger, \
+            cache_options(cache.folder, cache.refresh):
+        return runner_for(job.spec.kind)(job.spec, logger, base_dir)
+
+
+@flow(name="fuseflow-nested", flow_run_name="{label}", persist_result=False, validate_parameters=False)
+def run_nested(jobs: list[NestedJob], base_dir: Path, parent_run_id: str, label: str, max_concurrent: int,
+               cache: CacheOptions) -> list[NestedOutcome]:
+    """Submit the jobs, keeping at most `max_concurrent` in flight; one outcome per job, in the jobs' order."""
+    queue = list(enumerate(jobs))
+    in_flight: dict[Any, tuple[int, NestedJob]] = {}
+    outcomes: dict[int, NestedOutcome] = {}
+    while queue or in_flight:
+        while queue and len(in_flight) < max_concurrent:
+            index, job = queue.pop(0)
+            in_flight[train_nested.submit(job, base_dir, parent_run_id, cache)] = (index, job)
+        done = next(as_completed(list(in_flight)))
+        index, job = in_flight.pop(done)
+        done.wait()  # as_completed can yield before the task's final state is recorded
+        state = done.state
+        if state.is_completed():
+            outcomes[index] = NestedOutcome(job.key, summary=done.result())
+        else:
+            outcomes[index] = NestedOutcome(job.key, error=_state_error(state))
+            get_run_logger().warning("%s failed: %s", job.key, outcomes[index].error)
+    return [outcomes[i] for i in range(len(jobs))]
+
+
+def _state_error(state: Any) -> str:
+    """The exception message of a failed task state (its `message` says only 'Task run encountered an exception')."""
+    try:
+        state.result(raise_on_failure=True)
+    except BaseException as exc:  # noqa: BLE001 - we report whatever the job raised
+        return f"{type(exc).__name__}: {exc}".splitlines()[0][:2000]
+    return state.message or state.name
+
+
+def train_all(jobs: list[NestedJob], runner: RunnerConfig, max_concurrent: Optional[int], base_dir: Path,
+              parent_run_id: str, label: str) -> list[NestedOutcome]:
+    """Train `jobs` through `runner` (threads, Dask or Ray) as nested runs of `parent_run_id`."""
+    from flows.task_runners import build_task_runner, describe, exported, worker_env
+
+    if not jobs:
+        return []
+    concurrency = max(1, min(max_concurrent or len(jobs), len(jobs)))
+    jobs = [_portable(job) for job in jobs]
+    base_dir = Path(base_dir).resolve()
+    if runner.type == "thread":
+        _guard_progress_bars()
+        _warm_imports({job.spec.kind for job in jobs})
+    env = worker_env()
+    get_run_logger().info("%s: %d jobs on %s", label, len(jobs), describe(runner, concurrency))
+    with exported(env if runner.type != "thread" else {}):
+        subflow = run_nested.with_options(task_runner=build_task_runner(runner, concurrency, env))
+        return subflow(jobs, base_dir, parent_run_id, label, concurrency, current_options())
+
+
+def _portable(job: NestedJob) -> NestedJob:
+    """The job with a tracking URI that means the same store in any process (a relative sqlite path is made
+    absolute: a cluster worker may run in another folder)."""
+    uri = resolve_tracking_uri(job.spec.tracking.uri)
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).resolve())
+    if uri == job.spec.tracking.uri:
+        return job
+    tracking = job.spec.tracking.model_copy(update={"uri": uri})
+    return NestedJob(job.key, job.spec.model_copy(update={"tracking": tracking}), job.overrides, job.tags)
+
+
+def _guard_progress_bars() -> None:
+    """tqdm's `thread_map` (used by datasets) deletes tqdm's class lock after use when it created it, which breaks
+    bars of a concurrent thread ("type object 'tqdm' has no attribute '_lock'"): create the lock up front."""
+    from tqdm import std
+
+    std.tqdm.get_lock()
+
+
+def _warm_imports(kinds: set[str]) -> None:
+    """Import, in this one thread, what the job bodies import: two threads resolving a lazy module's names at
+    once (transformers) fail with "cannot import name 'AutoTokenizer' from 'transformers'"."""
+    from flows.pipeline import runner_for
+
+    for kind in kinds:
+        runner_for(kind)
+    if "text" in kinds:
+        import mlflow.transformers  # noqa: F401
+        import transformers
+        from transformers import trainer_pt_utils  # noqa: F401
+        from transformers.models.auto import configuration_auto  # noqa: F401
+
+        for name in ("AutoConfig", "AutoTokenizer", "AutoModelForSequenceClassification", "DataCollatorWithPadding",
+                     "Trainer", "TrainerCallback", "TrainingArguments", "pipeline"):
+            getattr(transformers, name)
+    if "tabular" in kinds:
+        import mlflow.pytorch  # noqa: F401
+        import torch.export  # noqa: F401

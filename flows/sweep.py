@@ -1,0 +1,118 @@
+"""The body of a sweep pipeline: train every trial through the runner (nested MLflow runs; a failed trial is recorded
+and the sweep goes on), rank the trials by the sweep's metric, log the trials table, plot and best parameters, and
+ship the best trial's model — or, with `fuse_top: K`, a fusion of the K best trials."""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger
+
+from tasks.pipeline_config import PipelineSpec, TrackingConfig
+from tasks.sweep.report import (TAG_TRIAL, TrialResult, collect, markdown, plot_parallel, ranked, report_json,
+                                table_rows, write_csv)
+from tasks.tracking import RunLogger, write_json
+
+TAG_PREFIX = "fuseflow.sweep"
+
+
+def _trial_spec(spec: PipelineSpec, trial: Any) -> PipelineSpec:
+    """The trial's spec, recorded in the sweep's experiment and store; trials never register a model themselves."""
+    tracking = TrackingConfig(experiment=spec.experiment, uri=spec.tracking.uri,
+                              run_name=f"{spec.tracking.run_name or spec.name}/{trial.name}")
+    return trial.spec.model_copy(update={"tracking": tracking})
+
+
+def run_sweep(spec: PipelineSpec, logger: RunLogger, base_dir: Path) -> dict[str, Any]:
+    """Run the sweep into `logger`'s (the parent) MLflow run; returns run id, shipped model URI and test metrics."""
+    from flows.nested import NestedJob, train_all
+
+    log = get_run_logger()
+    sweep = spec.sweep
+    trials = sweep.resolved_trials
+    mode = sweep.resolved_mode
+    logger.set_tags({f"{TAG_PREFIX}.metric": sweep.metric, f"{TAG_PREFIX}.mode": mode,
+                     f"{TAG_PREFIX}.search": "random" if sweep.is_random else "grid",
+                     f"{TAG_PREFIX}.trials": str(len(trials)), f"{TAG_PREFIX}.runner": spec.runner.type})
+    jobs = [NestedJob(t.name, _trial_spec(spec, t), dict(t.values),
+                      {TAG_TRIAL: str(t.index), f"{TAG_PREFIX}.values": json.dumps(t.values)}) for t in trials]
+    outcomes = train_all(jobs, spec.runner, sweep.max_concurrent, base_dir, logger.run_id, f"{spec.name}-trials")
+    errors = {t.index: o.error for t, o in zip(trials, outcomes) if not o.ok}
+    experiment_id = logger.client.get_run(logger.run_id).info.experiment_id
+    results = collect(logger.client, logger.run_id, experiment_id, trials, errors, sweep.metric)
+    order = ranked(results, mode)
+    table = _log_table(results, order, sweep.metric, mode, logger)
+    if not order:
+        first = next((r for r in results if r.error), None)
+        raise RuntimeError(f"no trial of the sweep finished with metric {sweep.metric} ({len(errors)} of "
+                           f"{len(results)} failed" + (f"; {first.name}: {first.error}" if first else "") + ")")
+    best = order[0]
+    log.info("sweep: best trial %s (%s=%.4f): %s", best.name, sweep.metric, best.metric,
+             ", ".join(f"{k}={v}" for k, v in best.values.items()))
+    logger.log_params({f"best.{k}": v for k, v in best.values.items()})
+    logger.log_metrics({f"best_{sweep.metric}": best.metric, "trials_finished": float(len(order)),
+                        "trials_failed": float(len(results) - len(order))})
+    logger.set_tags({f"{TAG_PREFIX}.best_trial": best.name, f"{TAG_PREFIX}.best_run_id": best.run_id})
+    task = next(o.summary["task"] for t, o in zip(trials, outcomes) if t.index == best.index)
+    if sweep.fuse_top:
+        summary = _fuse_top(spec, order[:sweep.fuse_top], logger, base_dir)
+        fusion_note = logger.client.get_run(logger.run_id).data.tags.get("mlflow.note.content", "")
+        logger.set_tags({"mlflow.note.content": f"{table}\n**fusion of the {sweep.fuse_top} best trials**\n\n"
+                                                f"{fusion_note}"})
+        return summary
+    from flows.fusion import _copy_model
+
+    with tempfile.TemporaryDirectory(prefix="fuseflow-sweep-") as tmp:
+        _copy_model(f"runs:/{best.run_id}/model", Path(tmp) / "model", logger.tracking_uri)
+        logger.log_artifacts(Path(tmp) / "model", "model")
+    logger.log_metrics(best.test_metrics)
+    return {"run_id": logger.run_id, "model_uri": f"runs:/{logger.run_id}/model", "metrics": best.test_metrics,
+            "task": task, "sweep": {"best_trial": best.index, "best_run_id": best.run_id, "best_values": best.values,
+                                    "finished": len(order), "failed": len(results) - len(order)}}
+
+
+def _log_table(results: list[TrialResult], order: list[TrialResult], metric: str, mode: str,
+               logger: RunLogger) -> str:
+    """trials.csv, sweep_report.json, the parallel-coordinates PNG, and the table as the run's description."""
+    rows = table_rows(results, metric, order)
+    table = markdown(rows, metric, mode)
+    logger.set_tags({"mlflow.note.content": table})
+    with tempfile.TemporaryDirectory(prefix="fuseflow-sweep-") as tmp:
+        folder = Path(tmp) / "sweep"
+        folder.mkdir()
+        write_csv(rows, folder / "trials.csv")
+        (folder / "trials.md").write_text(table, encoding="utf-8")
+        write_json(folder / "sweep_report.json", report_json(results, order, metric, mode))
+        plot_parallel(results, metric, mode, folder / "sweep_trials.png")
+        logger.log_artifacts(folder, "sweep")
+    return table
+
+
+def _fuse_top(spec: PipelineSpec, top: list[TrialResult], logger: RunLogger, base_dir: Path) -> dict[str, Any]:
+    """Fuse the best trials' models (as `model: runs:/...` members) into the sweep's run with `fuse_method`."""
+    from flows.fusion import _log_dataset, fuse_into_run
+    from tasks.fusion.checks import check_fusion
+    from tasks.fusion.config import FusionConfig, ModelMember
+    from tasks.fusion.fuse import load_fusion_data
+
+    fusion = FusionConfig(members=[ModelMember(model=f"runs:/{r.run_id}/model", name=r.name)
+                                   for r in top], method=spec.sweep.fuse_method)
+    fusion_spec = PipelineSpec(name=spec.name, seed=spec.seed, tracking=spec.tracking, evaluate=spec.evaluate,
+                               fusion=fusion)
+    issues = check_fusion(fusion_spec, [], lambda name: None, lambda name, sets: None)
+    if issues:
+        raise RuntimeError("cannot fuse the best trials: " + "; ".join(message for _, message in issues))
+    get_run_logger().info("sweep: fusing the %d best trials (%s) with %s", len(top),
+                          ", ".join(r.name for r in top), fusion.method.method)
+    logger.set_tags({"fuseflow.fusion.method": fusion.method.method,
+                     "fuseflow.fusion.members": json.dumps([m.describe for m in fusion.resolved.members])})
+    data = load_fusion_data(fusion.resolved.data, base_dir)
+    _log_dataset(data, logger)
+    resolved = fusion.resolved
+    summary = fuse_into_run(fusion_spec, fusion, data, [m.uri for m in resolved.members],
+                            [m.run_id for m in resolved.members], logger, record_uri_members=False)
+    summary["sweep"] = {"best_trial": top[0].index, "best_run_id": top[0].run_id, "best_values": top[0].values,
+                        "fused_trials": [r.index for r in top]}
+    return summary

@@ -1,0 +1,91 @@
+"""Build the Prefect task runner a pipeline's `runner:` section asks for, and the environment its workers need.
+
+Workers of a local Dask or Ray cluster are separate processes: they must talk to the same Prefect API as the flow
+(else each starts a temporary server of its own, several seconds each) and find the same MLflow store and
+offline settings. A local cluster inherits them from this process's environment, set before it starts."""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from tasks.runner_config import RunnerConfig
+
+#: settings a worker process must share with the flow (when set here)
+SHARED_ENV = ("PREFECT_API_URL", "PREFECT_API_KEY", "MLFLOW_TRACKING_URI", "FUSEFLOW_CACHE_DIR",
+              "PREFECT_SERVER_ANALYTICS_ENABLED", "DO_NOT_TRACK", "MLFLOW_DISABLE_TELEMETRY", "HF_HUB_OFFLINE",
+              "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "TOKENIZERS_PARALLELISM",
+              "PREFECT_RESULTS_LOCAL_STORAGE_PATH", "PREFECT_LOGGING_LEVEL")
+
+
+def current_api_url() -> str | None:
+    """The Prefect API this flow talks to (a server, or the ephemeral server's local address)."""
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            return str(client.api_url).rstrip("/")
+    except Exception:  # noqa: BLE001 - no API reachable: workers fall back to Prefect's own choice
+        return None
+
+
+def worker_env() -> dict[str, str]:
+    """What a worker process needs from this one: the Prefect API in use, the MLflow store, offline settings."""
+    env = {key: os.environ[key] for key in SHARED_ENV if os.environ.get(key)}
+    if "PREFECT_API_URL" not in env:
+        url = current_api_url()
+        if url:
+            env["PREFECT_API_URL"] = url
+    return env
+
+
+@contextmanager
+def exported(env: dict[str, str]) -> Iterator[None]:
+    """`env` in os.environ while a local cluster starts (its processes inherit it); restored afterwards."""
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def default_workers() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+def build_task_runner(config: RunnerConfig, concurrency: int, env: dict[str, str]) -> Any:
+    """A Prefect task runner for `config`; `concurrency` caps threads (thread) or local workers (dask, ray)."""
+    missing = config.missing_packages()
+    if missing:
+        raise RuntimeError(missing)
+    workers = max(1, min(config.workers or default_workers(), concurrency))
+    if config.type == "thread":
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner(max_workers=max(1, min(config.workers or concurrency, concurrency)))
+    if config.type == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if config.address:
+            return DaskTaskRunner(address=config.address)
+        # one single-threaded worker process per trial: torch already uses the cores of each process
+        return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
+                                              "dashboard_address": None, "silence_logs": 40})
+    from prefect_ray import RayTaskRunner
+
+    init = {"runtime_env": {"env_vars": env}, "include_dashboard": False, "log_to_driver": True}
+    if config.address:
+        return RayTaskRunner(address=config.address, init_kwargs=init)
+    return RayTaskRunner(init_kwargs={**init, "num_cpus": workers})
+
+
+def describe(config: RunnerConfig, concurrency: int) -> str:
+    if config.type == "thread":
+        return f"threads (up to {min(config.workers or concurrency, concurrency)} at once)"
+    where = config.address or f"a local cluster of {max(1, min(config.workers or default_workers(), concurrency))} workers"
+    return f"{config.type} on {where}"

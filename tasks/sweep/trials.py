@@ -1,0 +1,50 @@
+"""A sweep's trials: each one's parameter values and validated pipeline spec, resolved before anything runs so a
+value that breaks the pipeline (a negative learning rate in the grid) is a config error, not a failed trial."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from tasks.errors import ConfigError, format_path
+
+Issue = tuple[tuple, str]
+ResolveTrial = Callable[[dict[str, Any]], Any]  # trial overrides (dotted key -> value) -> PipelineSpec without sweep
+
+
+@dataclass
+class SweepTrial:
+    """Trial `index` (0-based): its parameter values and the pipeline spec they give."""
+
+    index: int
+    values: dict[str, Any]
+    spec: Any = field(repr=False, default=None)
+
+    @property
+    def name(self) -> str:
+        return f"trial-{self.index}"
+
+    def describe(self) -> str:
+        return ", ".join(f"{k}={json.dumps(v)}" for k, v in self.values.items())
+
+
+def resolve_trials(spec: Any, resolve_trial: ResolveTrial) -> list[Issue]:
+    """Resolve every trial of `spec.sweep` (stored on it for the run); return the problems, one per distinct cause."""
+    sweep = spec.sweep
+    trials, issues, seen = [], [], set()
+    for index, values in enumerate(sweep.assignments(spec.seed)):
+        trial = SweepTrial(index, values)
+        try:
+            trial.spec = resolve_trial(values)
+        except ConfigError as err:
+            for issue in err.issues:
+                where = format_path(issue.path) if issue.path else ""
+                cause = f"{where}: {issue.message}" if where else issue.message
+                if cause not in seen:
+                    seen.add(cause)
+                    issues.append((("sweep", "parameters"), f"{trial.name} ({trial.describe()}) is not a valid "
+                                                             f"pipeline: {cause}"))
+            continue
+        trials.append(trial)
+    sweep._trials = trials
+    return issues
