@@ -254,3 +254,28 @@ def test_a_failing_rank_fails_the_run_with_its_error(prefect_harness, project_di
     (run,) = runs_of(tracking_uri)
     assert run.info.status == "FAILED"
     assert expected in run.data.tags["fuseflow.error"]
+
+
+@pytest.mark.slow
+def test_text_torch_backend_trains_distributed_with_length_grouping(prefect_harness, tmp_path):
+    """A tiny BERT with `backend: torch` under DDP (batches grouped by length): one finished run, each epoch once."""
+    from mlflow import MlflowClient
+
+    from flows.pipeline import run_pipeline
+    from tests.text_helpers import ham_spam_rows, text_pipelines, train_tokenizer, write_csv
+
+    rows = ham_spam_rows(120, seed=0)
+    write_csv(tmp_path / "spam.csv", rows)
+    train_tokenizer(tmp_path / "tokenizer", [t for t, _ in rows])
+    text = text_pipelines(tmp_path / "spam.csv", tmp_path / "tokenizer", "torch", EPOCHS, name="spam-ddp")
+    text = text.replace("      batch_size: 16\n", "      batch_size: 16\n      distributed: {nproc_per_node: 2}\n")
+    text = text.replace("tokenize: {max_length: 16}", "tokenize: {max_length: 16, group_by_length: true}")
+    (tmp_path / "pipelines.yaml").write_text(text, encoding="utf-8")
+    with tracking_uri_env(tmp_path) as uri:
+        summary = run_pipeline("spam-ddp", None, str(tmp_path / "pipelines.yaml"))
+    client = MlflowClient(uri)
+    run = client.get_run(summary["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["fuseflow.distributed.world_size"] == "2"
+    assert sorted(m.step for m in client.get_metric_history(summary["run_id"], "val_loss")) == [1, 2, 3]
+    assert "test_accuracy" in run.data.metrics
