@@ -116,7 +116,7 @@ class SweepConfig(StrictModel):
             head = key.split(".")[0]
             if head in FORBIDDEN_PREFIXES:
                 raise ValueError(f"parameter {key!r}: a trial cannot change `{head}` (sweep keys such as "
-                                 "train.optimizer.lr, model.hidden, seed, preprocess.0.dropna...)")
+                                 "train.optimizer.lr, model.hidden, model.dropout, seed)")
         return value
 
     @field_validator("metric")
@@ -124,8 +124,8 @@ class SweepConfig(StrictModel):
     def _metric(cls, value: str) -> str:
         known = _known_metric_names()
         if value not in known:
-            raise ValueError(f"unknown trial metric '{value}'{did_you_mean(value, known)}: name a metric every trial "
-                             f"logs, <split>_<metric> (e.g. val_accuracy, val_loss, val_r2, test_f1_macro)")
+            raise ValueError(f"unknown trial metric '{value}': name a metric every trial logs, <split>_<metric> such "
+                             f"as val_accuracy, val_loss, val_r2 or test_f1_macro{did_you_mean(value, known)}")
         return value
 
     @model_validator(mode="after")

@@ -1,0 +1,121 @@
+"""A sweep run end to end on threads (the default runner): nested trial runs, the parent's trials table, plot and
+best parameters — checked against the trial runs themselves — and `fuse_top` fusing the best trials."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from flows.cli import main
+from tests.helpers import TINY_IRIS, runs_of, write_pipelines
+
+SWEEP_FUSE = TINY_IRIS + """\
+    sweep:
+      parameters:
+        train.optimizer.lr: [0.005, 0.05]
+        model.hidden: [[8], [32]]
+      metric: val_loss
+      max_concurrent: 2
+      fuse_top: 2
+      fuse_method: greedy
+"""
+
+
+@pytest.fixture(scope="module")
+def swept(prefect_harness, tmp_path_factory):
+    """`fuseflow run iris-tiny` of a 4-trial grid with fuse_top: 2, once for the module."""
+    from tests.helpers import tracking_uri_env
+
+    folder = tmp_path_factory.mktemp("sweep")
+    path = write_pipelines(folder, SWEEP_FUSE)
+    with tracking_uri_env(folder) as uri:
+        code = main(["run", "iris-tiny", "--file", str(path)])
+        runs = runs_of(uri)
+    assert code == 0
+    parent = next(r for r in runs if "fuseflow.sweep.metric" in r.data.tags)
+    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    return parent, trials, uri
+
+
+def test_every_trial_is_a_finished_nested_run_with_its_values(swept):
+    parent, trials, _ = swept
+    assert len(trials) == 4 and {r.info.status for r in trials} == {"FINISHED"}
+    values = sorted((float(r.data.params["train.optimizer.lr"]), r.data.params["model.hidden"]) for r in trials)
+    assert values == [(0.005, "[32]"), (0.005, "[8]"), (0.05, "[32]"), (0.05, "[8]")]
+    for trial in trials:
+        assert json.loads(trial.data.tags["fuseflow.sweep.values"])["train.optimizer.lr"] == float(
+            trial.data.params["train.optimizer.lr"])
+        assert trial.data.tags["fuseflow.pipeline"] == "iris-tiny"
+
+
+def test_parent_names_the_best_trial_as_the_trials_runs_rank_it(swept):
+    from mlflow import MlflowClient
+
+    from tasks.sweep.report import metric_of_run
+
+    parent, trials, uri = swept
+    client = MlflowClient(uri)
+    scores = {r.info.run_id: metric_of_run(client, r, "val_loss") for r in trials}
+    best_id = min(scores, key=scores.get)  # val_loss: lower is better
+    best = next(r for r in trials if r.info.run_id == best_id)
+    assert parent.data.tags["fuseflow.sweep.best_run_id"] == best_id
+    assert parent.data.metrics["best_val_loss"] == pytest.approx(scores[best_id])
+    assert parent.data.params["best.train.optimizer.lr"] == best.data.params["train.optimizer.lr"]
+    assert parent.data.params["best.model.hidden"] == best.data.params["model.hidden"]
+    assert parent.data.metrics["trials_finished"] == 4 and parent.data.metrics["trials_failed"] == 0
+
+
+def test_parent_holds_the_trials_table_plot_and_report(swept, tmp_path):
+    import mlflow
+    import pandas as pd
+
+    parent, trials, uri = swept
+    folder = mlflow.artifacts.download_artifacts(run_id=parent.info.run_id, artifact_path="sweep",
+                                                 dst_path=str(tmp_path), tracking_uri=uri)
+    table = pd.read_csv(f"{folder}/trials.csv")
+    assert len(table) == 4 and set(table["status"]) == {"FINISHED"}
+    assert sorted(table["rank"]) == [1, 2, 3, 4]
+    top = table.sort_values("rank").iloc[0]
+    assert top["run_id"] == parent.data.tags["fuseflow.sweep.best_run_id"]
+    assert top["val_loss"] == pytest.approx(parent.data.metrics["best_val_loss"])
+    png = open(f"{folder}/sweep_trials.png", "rb").read()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    report = json.load(open(f"{folder}/sweep_report.json"))
+    assert report["metric"] == "val_loss" and report["mode"] == "min" and len(report["ranking"]) == 4
+    assert "ranked by `val_loss` (min)" in parent.data.tags["mlflow.note.content"]
+
+
+def test_fuse_top_fuses_the_two_best_trials_and_compares_with_the_best(swept, tmp_path):
+    import mlflow
+    import numpy as np
+    from sklearn.datasets import load_iris
+
+    parent, trials, uri = swept
+    ranking = json.load(open(mlflow.artifacts.download_artifacts(
+        run_id=parent.info.run_id, artifact_path="sweep/sweep_report.json", dst_path=str(tmp_path),
+        tracking_uri=uri)))["ranking"]
+    by_index = {int(r.data.tags["fuseflow.sweep.trial"]): r.info.run_id for r in trials}
+    members = {k.rsplit(".", 2)[-2]: v for k, v in parent.data.tags.items() if k.startswith("fuseflow.fusion.member.")}
+    assert members == {f"trial-{i}": by_index[i] for i in ranking[:2]}
+    assert parent.data.tags["fuseflow.fusion.method"] == "greedy"
+    report = json.load(open(mlflow.artifacts.download_artifacts(
+        run_id=parent.info.run_id, artifact_path="fusion/fusion_report.json", dst_path=str(tmp_path),
+        tracking_uri=uri)))
+    assert [m["name"] for m in report["members"]] == [f"trial-{i}" for i in ranking[:2]]
+    assert report["shipped"] in ("fused", "best_member")
+    assert {"fused", "best_member"} <= set(report) and "accuracy" in report["bootstrap"]
+    assert parent.data.metrics["fused_test_accuracy"] == pytest.approx(report["fused"]["test"]["accuracy"])
+    assert parent.data.metrics["best_member_test_accuracy"] == pytest.approx(report["best_member"]["test"]["accuracy"])
+    assert "fusion of the 2 best trials" in parent.data.tags["mlflow.note.content"]
+    local = mlflow.artifacts.download_artifacts(run_id=parent.info.run_id, artifact_path="model",
+                                                dst_path=str(tmp_path / "model"), tracking_uri=uri)
+    model = mlflow.pyfunc.load_model(local)
+    X = load_iris().data[:6].astype(np.float32)
+    assert len(model.predict(X)) == 6
+
+
+def test_no_model_is_registered_unless_asked(swept):
+    from mlflow import MlflowClient
+
+    _, _, uri = swept
+    assert MlflowClient(uri).search_registered_models() == []
