@@ -156,7 +156,7 @@ def train_distributed(model: Any, data: dict[str, tuple[Any, Any]], task: str, c
             "backend": backend, "resume": resume,
             "run_id": getattr(logger, "run_id", None), "tracking_uri": getattr(logger, "tracking_uri", None),
             "checkpoint_every": getattr(checkpoint, "every", 0) if logger else 0,
-            "checkpoint_keep": getattr(checkpoint, "keep", 2),
+            "checkpoint_keep": getattr(checkpoint, "keep", 2), "launcher_pid": os.getpid(),
         }, folder / INPUTS)
         returncode, output = _run_torchrun(folder, world)
         if returncode != 0:
@@ -177,7 +177,7 @@ def train_distributed(model: Any, data: dict[str, tuple[Any, Any]], task: str, c
 
 def _run_torchrun(folder: Path, world: int) -> tuple[int, list[str]]:
     """Run torchrun, each output line into the log as it comes; its exit code and the last 200 lines."""
-    env = dict(os.environ, PYTHONPATH=_python_path(), PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONPATH=_python_path())
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // world)))
     command = torchrun_command(folder, world)
     log.info("distributed training: %s", " ".join(command[1:]))

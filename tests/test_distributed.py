@@ -167,6 +167,66 @@ def test_samplers_deal_every_row_once_per_epoch_and_change_with_the_epoch():
     assert len(a) == len(b) == 4 and set(a) | set(b) == set(range(7))
 
 
+# ---------------------------------------------------------------- the launcher on tensors (no Prefect)
+
+def _blobs(seed: int = 0):
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(120, 5, generator=g)
+    y = (X[:, 0] + X[:, 1] > 0).long()
+    return {"train": (X[:90], y[:90]), "validation": (X[90:], y[90:])}
+
+
+def _mlp(seed: int = 0):
+    import torch
+
+    from tasks.models.mlp import MLPConfig
+
+    torch.manual_seed(seed)
+    return MLPConfig(type="mlp", hidden=[16]).build(5, 2)
+
+
+def test_early_stopping_agrees_across_ranks_and_restores_the_best_weights():
+    from tasks.distributed import train_distributed
+    from tasks.train_torch import TorchTrainConfig
+
+    config = TorchTrainConfig(backend="torch", epochs=40, batch_size=16,
+                              optimizer={"name": "sgd", "lr": 2.0, "momentum": 0.9},
+                              early_stopping={"monitor": "val_loss", "patience": 2},
+                              distributed={"nproc_per_node": 2, "backend": "gloo"})
+    result = train_distributed(_mlp(), _blobs(), "classification", config, 0)  # raises if the ranks' weights differ
+    assert result.stopped_early and result.epochs_run < 40
+    assert result.epochs_run - result.best_epoch == 2
+    assert [row["epoch"] for row in result.history] == list(range(1, result.epochs_run + 1))
+    assert result.best_epoch == min(result.history, key=lambda h: h["val_loss"])["epoch"]
+
+
+def test_resume_from_a_rank_zero_checkpoint_matches_the_uninterrupted_run(tracking_uri):
+    import torch
+    from mlflow import MlflowClient
+
+    from tasks.checkpoint import Checkpointer, checkpoint_name
+    from tasks.distributed import train_distributed, weights_digest
+    from tasks.tracking import RunLogger
+    from tasks.train_torch import TorchTrainConfig
+
+    config = TorchTrainConfig(backend="torch", epochs=3, batch_size=16, scheduler={"name": "cosine"},
+                              distributed={"nproc_per_node": 2, "backend": "gloo"})
+    logger = RunLogger(MlflowClient(tracking_uri).create_run("0").info.run_id, tracking_uri)
+    checkpoint = Checkpointer(logger, every=1, keep=3)
+    full_model = _mlp()
+    full = train_distributed(full_model, _blobs(), "classification", config, 0, logger, checkpoint)
+    assert checkpoint.saved_epochs() == [1, 2, 3]  # written by rank 0 into the run
+    assert sorted(m.step for m in logger.client.get_metric_history(logger.run_id, "val_loss")) == [1, 2, 3]
+    state = torch.load(checkpoint.local_folder() / checkpoint_name(2), weights_only=True)
+
+    resumed_model = _mlp(seed=1)  # other initial weights: the checkpoint's must win on every rank
+    resumed = train_distributed(resumed_model, _blobs(), "classification", config, 0, resume=state)
+    assert resumed.history == full.history
+    assert weights_digest(resumed_model) == weights_digest(full_model)
+
+
 # ---------------------------------------------------------------- a real pipeline run: 2 gloo processes
 
 @pytest.fixture(scope="module")
