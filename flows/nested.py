@@ -87,7 +87,7 @@ def _state_error(state: Any) -> str:
 def train_all(jobs: list[NestedJob], runner: RunnerConfig, max_concurrent: Optional[int], base_dir: Path,
               parent_run_id: str, label: str) -> list[NestedOutcome]:
     """Train `jobs` through `runner` (threads, Dask or Ray) as nested runs of `parent_run_id`."""
-    from flows.task_runners import build_task_runner, describe, exported, worker_env
+    from flows.task_runners import build_task_runner, cluster_env, describe, exported, worker_env
 
     if not jobs:
         return []
@@ -97,7 +97,7 @@ def train_all(jobs: list[NestedJob], runner: RunnerConfig, max_concurrent: Optio
     if runner.type == "thread":
         _guard_progress_bars()
         _warm_imports({job.spec.kind for job in jobs})
-    env = worker_env()
+    env = cluster_env(runner, concurrency, worker_env())
     get_run_logger().info("%s: %d jobs on %s", label, len(jobs), describe(runner, concurrency))
     with exported(env if runner.type != "thread" else {}):
         subflow = run_nested.with_options(task_runner=build_task_runner(runner, concurrency, env))
