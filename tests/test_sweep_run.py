@@ -119,3 +119,29 @@ def test_no_model_is_registered_unless_asked(swept):
 
     _, _, uri = swept
     assert MlflowClient(uri).search_registered_models() == []
+
+
+def test_cluster_workers_get_the_flows_api_and_a_share_of_the_cores(prefect_harness, monkeypatch):
+    """Dask/Ray workers must report to the flow's Prefect API (else each starts a temporary server) and split the
+    cores between them (else N workers x all cores oversubscribe the CPU)."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+
+    from flows import task_runners
+    from tasks.runner_config import RunnerConfig
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+
+    @flow
+    def probe() -> tuple[dict, str]:
+        with get_client(sync_client=True) as client:
+            return task_runners.worker_env(), str(client.api_url).rstrip("/")
+
+    env, api_url = probe()
+    assert env["PREFECT_API_URL"] == api_url and api_url.startswith("http://127.0.0.1")
+    monkeypatch.setattr(task_runners, "default_workers", lambda: 8)
+    assert task_runners.cluster_env(RunnerConfig(type="dask", workers=2), 4, {})["OMP_NUM_THREADS"] == "4"
+    assert task_runners.cluster_env(RunnerConfig(type="ray"), 2, {})["OMP_NUM_THREADS"] == "4"  # 2 jobs: 2 workers
+    assert "OMP_NUM_THREADS" not in task_runners.cluster_env(RunnerConfig(type="thread"), 4, {})
+    assert "OMP_NUM_THREADS" not in task_runners.cluster_env(RunnerConfig(type="dask", address="tcp://h:8786"), 4, {})
