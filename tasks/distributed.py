@@ -1,13 +1,14 @@
-"""`train.distributed`: the torch training step in N processes with DistributedDataParallel, launched by torchrun.
+"""`train.distributed`: the training step in N processes with DistributedDataParallel, launched by torchrun.
 
     train:
-      backend: torch
+      backend: torch                                    # or hf_trainer: the HF Trainer under torchrun
       distributed: {nproc_per_node: 2, backend: gloo}   # backend: nccl on CUDA GPUs (the default when there are any)
 
 The flow's process stays the orchestrator: `train_distributed` writes the step's inputs (model, tensors, config,
 seed, the MLflow run, a resume state) to a temporary folder, runs `python -m torch.distributed.run --standalone
---nproc_per_node N -m tasks.ddp_worker FOLDER` and streams its output into the log. Every process trains the same
-model on its `DistributedSampler` share of each epoch (see tasks/ddp_worker.py); rank 0 alone logs to MLflow,
+--nproc_per_node N -m tasks.ddp_worker FOLDER ENTRY` and streams its output into the log. Every process trains the same
+model on its `DistributedSampler` share of each epoch (ENTRY: the torch loop of tasks/ddp_worker.py, or the HF
+Trainer in tasks/ddp_hf_worker.py, which shards the data itself); rank 0 alone logs to MLflow,
 writes checkpoints and the final weights. Every rank writes a digest of its final weights: they must be equal, or
 the step fails. When a rank fails, the step's error names the rank and repeats its error line.
 
@@ -132,33 +133,39 @@ def _python_path() -> str:
     return os.pathsep.join(dict.fromkeys(p for p in entries if os.path.exists(p)))
 
 
-def torchrun_command(folder: Path, nproc: int) -> list[str]:
+WORKER = "tasks.ddp_worker"  # the torchrun entry module: error files, clean exit; it calls the payload's entry
+TORCH_ENTRY = "tasks.ddp_worker:train_rank"
+HF_ENTRY = "tasks.ddp_hf_worker:train_rank"
+
+
+def torchrun_command(folder: Path, nproc: int, entry: str = TORCH_ENTRY) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-            "--max_restarts=0", "--monitor_interval=0.5", "-m", "tasks.ddp_worker", str(folder)]
+            "--max_restarts=0", "--monitor_interval=0.5", "-m", WORKER, str(folder), entry]
 
 
-def train_distributed(model: Any, data: dict[str, tuple[Any, Any]], task: str, config: Any, seed: int,
-                      logger: Any = None, checkpoint: Any = None, resume: Optional[dict[str, Any]] = None) -> Any:
-    """Train `model` like `train_torch` does, in `config.distributed.nproc_per_node` DDP processes; loads rank 0's
-    final weights into `model` and returns rank 0's `TrainResult`. `resume` is a state of `on_epoch_end` (every
-    rank starts from it); checkpoints go to `logger`'s run every `checkpoint.every` epochs."""
+def fits_device(distributed: Optional[DistributedConfig], device: str) -> None:
+    """The config check of every backend with `distributed`: nccl cannot train on `device: cpu`."""
+    if distributed and distributed.backend == "nccl" and device == "cpu":
+        raise ValueError("distributed.backend 'nccl' needs CUDA GPUs but train.device is 'cpu': use "
+                         "distributed.backend: gloo (or leave it out) to train on CPUs")
+
+
+def run_ranks(model: Any, payload: dict[str, Any], config: Any, entry: str, logger: Any = None) -> dict[str, Any]:
+    """Train `model` in `config.distributed.nproc_per_node` processes under torchrun, each running `entry`
+    (`module:function(folder, rank, local_rank, world)`) on `payload` plus the common inputs (model, resolved
+    backend, MLflow run, launcher pid); checks that every rank ended with equal weights, loads rank 0's final
+    weights into `model` and returns what rank 0 saved as its `result`."""
     import torch
-
-    from tasks.train_torch import TrainResult
 
     dist = config.distributed
     backend = resolve_backend(dist, config.device)
     world = dist.nproc_per_node
     folder = Path(tempfile.mkdtemp(prefix="fuseflow-ddp-"))
     try:
-        torch.save({
-            "model": model.to("cpu"), "data": data, "task": task, "config": config, "seed": seed,
-            "backend": backend, "resume": resume,
-            "run_id": getattr(logger, "run_id", None), "tracking_uri": getattr(logger, "tracking_uri", None),
-            "checkpoint_every": getattr(checkpoint, "every", 0) if logger else 0,
-            "checkpoint_keep": getattr(checkpoint, "keep", 2), "launcher_pid": os.getpid(),
-        }, folder / INPUTS)
-        returncode, output = _run_torchrun(folder, world)
+        torch.save({**payload, "model": model.to("cpu"), "config": config, "backend": backend,
+                    "run_id": getattr(logger, "run_id", None), "tracking_uri": getattr(logger, "tracking_uri", None),
+                    "launcher_pid": os.getpid()}, folder / INPUTS)
+        returncode, output = _run_torchrun(folder, world, entry)
         if returncode != 0:
             raise DistributedTrainingError(failure_of(folder, world, returncode, output))
         digests = {int(p.stem.split("-")[1]): p.read_text(encoding="utf-8").strip() for p in folder.glob("digest-*")}
@@ -170,16 +177,44 @@ def train_distributed(model: Any, data: dict[str, tuple[Any, Any]], task: str, c
         model.eval()
         log.info("distributed training: %d %s processes ended with equal weights (sha256 %s)",
                  world, backend, common[:12])
-        return TrainResult(**final["result"])
+        return final["result"]
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _run_torchrun(folder: Path, world: int) -> tuple[int, list[str]]:
+def train_distributed(model: Any, data: dict[str, tuple[Any, Any]], task: str, config: Any, seed: int,
+                      logger: Any = None, checkpoint: Any = None, resume: Optional[dict[str, Any]] = None) -> Any:
+    """Train `model` like `train_torch` does, in `config.distributed.nproc_per_node` DDP processes; loads rank 0's
+    final weights into `model` and returns rank 0's `TrainResult`. `resume` is a state of `on_epoch_end` (every
+    rank starts from it); checkpoints go to `logger`'s run every `checkpoint.every` epochs."""
+    from tasks.train_torch import TrainResult
+
+    payload = {"data": data, "task": task, "seed": seed, "resume": resume,
+               "checkpoint_every": getattr(checkpoint, "every", 0) if logger else 0,
+               "checkpoint_keep": getattr(checkpoint, "keep", 2)}
+    return TrainResult(**run_ranks(model, payload, config, TORCH_ENTRY, logger))
+
+
+def train_hf_distributed(model: Any, train_set: Any, val_set: Any, tokenizer: Any, config: Any, seed: int,
+                         group_by_length: bool = False, logger: Any = None,
+                         checkpoint_dir: Optional[Path] = None) -> Any:
+    """`tasks.train_hf.train_hf` in `config.distributed.nproc_per_node` processes: the HF Trainer under torchrun
+    (it joins the process group and wraps the model in DDP itself); rank 0 alone logs the epochs to `logger`'s
+    run and writes the Trainer's checkpoints into `checkpoint_dir`, from whose newest checkpoint every rank resumes.
+    Loads rank 0's final weights into `model` and returns rank 0's `TrainResult`."""
+    from tasks.train_torch import TrainResult
+
+    payload = {"train": train_set, "validation": val_set, "tokenizer": tokenizer, "seed": seed,
+               "group_by_length": group_by_length,
+               "checkpoint_dir": str(Path(checkpoint_dir).absolute()) if checkpoint_dir is not None else None}
+    return TrainResult(**run_ranks(model, payload, config, HF_ENTRY, logger))
+
+
+def _run_torchrun(folder: Path, world: int, entry: str = TORCH_ENTRY) -> tuple[int, list[str]]:
     """Run torchrun, each output line into the log as it comes; its exit code and the last 200 lines."""
     env = dict(os.environ, PYTHONPATH=_python_path())
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // world)))
-    command = torchrun_command(folder, world)
+    command = torchrun_command(folder, world, entry)
     log.info("distributed training: %s", " ".join(command[1:]))
     run_log = _run_logger()
     started = time.perf_counter()

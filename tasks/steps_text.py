@@ -102,14 +102,20 @@ def train(model: Any, splits: TextSplits, tokenizer: Any, train_config: Any, tok
     from tasks.checkpoint import epoch_hooks, finish_training, trainer_folder
 
     if train_config.backend == "hf_trainer":
-        from tasks.train_hf import train_hf
-
-        on_epoch_end, _ = epoch_hooks(logger)  # the Trainer saves its own checkpoints
         columns = ["input_ids", "attention_mask", "token_type_ids", "label"]
         keep = {s: splits.datasets[s].select_columns([c for c in columns if c in splits.datasets[s].column_names])
                 for s in ("train", "validation")}
-        result = train_hf(model, keep["train"], keep["validation"], tokenizer, train_config, seed,
-                          tokenize_config.group_by_length, on_epoch_end, checkpoint_dir=trainer_folder(checkpoint))
+        if train_config.distributed:  # the Trainer in DDP processes under torchrun (tasks/ddp_hf_worker.py)
+            from tasks.distributed import train_hf_distributed
+
+            result = train_hf_distributed(model, keep["train"], keep["validation"], tokenizer, train_config, seed,
+                                          tokenize_config.group_by_length, logger, trainer_folder(checkpoint))
+        else:
+            from tasks.train_hf import train_hf
+
+            on_epoch_end, _ = epoch_hooks(logger)  # the Trainer saves its own checkpoints
+            result = train_hf(model, keep["train"], keep["validation"], tokenizer, train_config, seed,
+                              tokenize_config.group_by_length, on_epoch_end, checkpoint_dir=trainer_folder(checkpoint))
     else:
         from tasks.train_torch import train_torch
 

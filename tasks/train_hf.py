@@ -20,10 +20,11 @@ import re
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Sequence
 
-from pydantic import Field, NonNegativeInt, PositiveInt, field_validator, model_validator
+from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 
+from tasks.distributed import DistributedConfig, fits_device
 from tasks.registry import TRAINERS
 from tasks.train_common import TrainBase, resolve_device
 from tasks.train_torch import EpochCallback, TrainResult, epoch_metrics
@@ -49,16 +50,14 @@ class HFTrainerConfig(TrainBase):
     checkpoint_every: NonNegativeInt = Field(
         1, description="epochs between the Trainer's checkpoints (0: none); a `--resume` continues from the newest")
 
-    distributed: Optional[Any] = Field(None, description="not supported by this backend: use backend: torch")
+    distributed: Optional[DistributedConfig] = Field(
+        None, description="the Trainer under torchrun with DDP in N processes on this machine; batch_size is per "
+                          "process")
 
-    @field_validator("distributed", mode="before")
-    @classmethod
-    def _no_distributed(cls, value: Any) -> Any:
-        if value is not None:
-            raise ValueError("distributed training is not supported by backend hf_trainer (yet): use backend: "
-                             "torch, whose loop runs under DDP with `distributed: {nproc_per_node: N}`, or remove "
-                             "`distributed`")
-        return value
+    @model_validator(mode="after")
+    def _distributed_fits_device(self) -> "HFTrainerConfig":
+        fits_device(self.distributed, self.device)
+        return self
 
     @model_validator(mode="after")
     def _known_metrics(self) -> "HFTrainerConfig":
@@ -92,11 +91,13 @@ def keeps_best(config: HFTrainerConfig) -> bool:
 
 
 def training_arguments(config: HFTrainerConfig, seed: int, output_dir: str, group_by_length: bool,
-                       checkpointing: bool = False) -> Any:
+                       checkpointing: bool = False, ddp_backend: Optional[str] = None,
+                       show_progress: bool = True) -> Any:
     """The `train:` section as `TrainingArguments` (evaluation and logging once per epoch, no reporting).
 
     `checkpointing`: full checkpoints (resumable) every epoch, the newest two kept; the callback of
-    `epoch_callback` skips the epochs between `checkpoint_every`."""
+    `epoch_callback` skips the epochs between `checkpoint_every`. `ddp_backend`: the process-group backend of a
+    process started by torchrun (the Trainer joins the group from LOCAL_RANK/WORLD_SIZE and wraps the model in DDP)."""
     from transformers import TrainingArguments
 
     device = resolve_device(config.device)
@@ -118,7 +119,11 @@ def training_arguments(config: HFTrainerConfig, seed: int, output_dir: str, grou
         metric_for_best_model=_trainer_metric(config.monitor) if keep_best else None,
         greater_is_better=(_mode(config) == "max") if keep_best else None,
         train_sampling_strategy="group_by_length" if group_by_length else "random",
-        seed=seed, data_seed=seed, use_cpu=device == "cpu", report_to="none", disable_tqdm=False,
+        seed=seed, data_seed=seed, use_cpu=device == "cpu", report_to="none", disable_tqdm=not show_progress,
+        # the Trainer would multiply each rank's loss by the world size, expecting a model loss divided by the
+        # tokens of every rank (`num_items_in_batch`); sequence classification averages over its own batch, so the
+        # loss (logged and differentiated) came out world-size times too large under DDP
+        ddp_backend=ddp_backend, average_tokens_across_devices=False,
         dataloader_pin_memory=device == "cuda", log_level="warning", **precision_flags(config, device))
 
 
@@ -206,7 +211,7 @@ def epoch_callback(config: HFTrainerConfig, result: TrainResult, on_epoch_end: O
                 control.should_save = False
 
         def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            if checkpointing:
+            if checkpointing and state.is_world_process_zero:  # under DDP: the rank that wrote the checkpoint
                 folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
                 save_progress(folder, {"epoch": result.epochs_run, "history": result.history,
                                        "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
@@ -247,10 +252,14 @@ def epoch_callback(config: HFTrainerConfig, result: TrainResult, on_epoch_end: O
 
 def train_hf(model: Any, train_set: Any, val_set: Any, tokenizer: Any, config: HFTrainerConfig, seed: int,
              group_by_length: bool = False, on_epoch_end: Optional[EpochCallback] = None,
-             checkpoint_dir: Optional[Path] = None) -> TrainResult:
+             checkpoint_dir: Optional[Path] = None, ddp_backend: Optional[str] = None, show_progress: bool = True,
+             callbacks: Sequence[Any] = ()) -> TrainResult:
     """Fine-tune `model` on tokenized `train_set` with the HF Trainer, evaluating on `val_set` every epoch.
 
-    With `checkpoint_dir` and `checkpoint_every` > 0, checkpoints go there and training resumes from the newest."""
+    With `checkpoint_dir` and `checkpoint_every` > 0, checkpoints go there and training resumes from the newest.
+    The single process and every DDP rank (tasks/ddp_hf_worker.py, with `ddp_backend`) build the Trainer here; under
+    DDP the validation metrics (gathered from every rank) and so early stopping agree across ranks, and only the
+    first rank saves checkpoints. `callbacks`: more `TrainerCallback`s, after the epoch reporter."""
     from transformers import DataCollatorWithPadding, Trainer
 
     result = TrainResult()
@@ -259,10 +268,11 @@ def train_hf(model: Any, train_set: Any, val_set: Any, tokenizer: Any, config: H
     with tempfile.TemporaryDirectory(prefix="fuseflow-hf-trainer-") as tmp_dir:
         output_dir = Path(checkpoint_dir) if checkpointing else Path(tmp_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
-        args = training_arguments(config, seed, str(output_dir), group_by_length, checkpointing)
+        args = training_arguments(config, seed, str(output_dir), group_by_length, checkpointing, ddp_backend,
+                                  show_progress)
         trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=val_set,
                           data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
-                          compute_metrics=compute_metrics, callbacks=[reporter],
+                          compute_metrics=compute_metrics, callbacks=[reporter, *callbacks],
                           optimizer_cls_and_kwargs=optimizer_override(config))
         resume = latest_checkpoint(output_dir) if checkpointing else None
         if resume is not None:

@@ -9,7 +9,7 @@ from typing import Any, Callable, Literal, Optional
 
 from pydantic import Field, model_validator
 
-from tasks.distributed import DistributedConfig
+from tasks.distributed import DistributedConfig, fits_device
 from tasks.registry import TRAINERS
 from tasks.train_common import TrainBase, lr_lambda, resolve_device
 
@@ -24,9 +24,7 @@ class TorchTrainConfig(TrainBase):
 
     @model_validator(mode="after")
     def _distributed_fits_device(self) -> "TorchTrainConfig":
-        if self.distributed and self.distributed.backend == "nccl" and self.device == "cpu":
-            raise ValueError("distributed.backend 'nccl' needs CUDA GPUs but train.device is 'cpu': use "
-                             "distributed.backend: gloo (or leave it out) to train on CPUs")
+        fits_device(self.distributed, self.device)
         return self
 
 

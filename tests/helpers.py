@@ -56,3 +56,25 @@ def tracking_uri_env(folder: Path) -> Iterator[str]:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
             os.environ["MLFLOW_TRACKING_URI"] = old
+
+
+def assert_config_error(code: int, output: str, fragments: list[str], tracking_uri: str) -> None:
+    """A CLI run that stopped at a config error: exit 2, every fragment in its output, no traceback, no run."""
+    assert code == 2, output
+    for fragment in fragments:
+        assert fragment in output, f"{fragment!r} not in:\n{output}"
+    assert "Traceback" not in output
+    assert runs_of(tracking_uri) == []
+
+
+def iris_predictions(tracking_uri: str, model_uri: str) -> tuple:
+    """A logged iris model's predictions for the 150 raw (unscaled) iris rows, flat, and the true labels."""
+    import mlflow
+    import numpy as np
+    import pandas as pd
+    from sklearn.datasets import load_iris
+
+    mlflow.set_tracking_uri(tracking_uri)
+    model = mlflow.pyfunc.load_model(model_uri)
+    X, y = load_iris(return_X_y=True)
+    return np.asarray(model.predict(pd.DataFrame(X.astype(np.float32)))).reshape(-1), y

@@ -5,10 +5,9 @@ import json
 import textwrap
 import time
 
-import numpy as np
 import pytest
 
-from tests.helpers import TINY_IRIS, runs_of, tracking_uri_env, write_pipelines
+from tests.helpers import TINY_IRIS, assert_config_error, iris_predictions, runs_of, tracking_uri_env, write_pipelines
 
 EPOCHS = 3
 DDP_IRIS = TINY_IRIS.replace("      epochs: 4\n", f"      epochs: {EPOCHS}\n      distributed: {{nproc_per_node: 2, backend: gloo}}\n")
@@ -60,24 +59,22 @@ def _run_cli(capsys, *argv: str) -> tuple[int, str]:
 def test_bad_distributed_section_exits_2(distributed, fragments, project_dir, tracking_uri, capsys):
     write_pipelines(project_dir, DDP_IRIS.replace("{nproc_per_node: 2, backend: gloo}", distributed))
     code, output = _run_cli(capsys, "run", "iris-tiny")
-    assert code == 2, output
-    for fragment in fragments:
-        assert fragment in output, f"{fragment!r} not in:\n{output}"
-    assert "Traceback" not in output
-    assert runs_of(tracking_uri) == []
+    assert_config_error(code, output, fragments, tracking_uri)
 
 
-def test_nccl_on_cpu_device_and_distributed_hf_trainer_are_config_errors():
+@pytest.mark.parametrize("backend", ["torch", "hf_trainer"])
+def test_nccl_on_cpu_device_is_a_config_error_for_both_backends(backend):
     from pydantic import ValidationError
 
-    from tasks.train_hf import HFTrainerConfig
-    from tasks.train_torch import TorchTrainConfig
+    import tasks.train_hf  # noqa: F401 - registers hf_trainer
+    import tasks.train_torch  # noqa: F401 - registers torch
+    from tasks.registry import TRAINERS
 
+    config_class = TRAINERS.get(backend)
     with pytest.raises(ValidationError, match="'nccl' needs CUDA GPUs but train.device is 'cpu'.*backend: gloo"):
-        TorchTrainConfig(backend="torch", device="cpu", distributed={"nproc_per_node": 2, "backend": "nccl"})
-    with pytest.raises(ValidationError, match="not supported by backend hf_trainer.*use backend: torch"):
-        HFTrainerConfig(backend="hf_trainer", distributed={"nproc_per_node": 2})
-    assert TorchTrainConfig(backend="torch", distributed={"nproc_per_node": 1}).distributed.backend is None
+        config_class(backend=backend, device="cpu", distributed={"nproc_per_node": 2, "backend": "nccl"})
+    config = config_class(backend=backend, distributed={"nproc_per_node": 1})
+    assert config.distributed.nproc_per_node == 1 and config.distributed.backend is None
 
 
 def test_backend_resolution_on_this_machine():
@@ -274,15 +271,8 @@ def test_checkpoints_written_by_rank_zero(ddp_project):
 
 
 def test_logged_model_loads_and_predicts(ddp_project):
-    import mlflow
-    import pandas as pd
-    from sklearn.datasets import load_iris
-
     folder, uri, summary = ddp_project
-    mlflow.set_tracking_uri(uri)
-    model = mlflow.pyfunc.load_model(summary["model_uri"])
-    X, y = load_iris(return_X_y=True)
-    pred = np.asarray(model.predict(pd.DataFrame(X.astype(np.float32)))).reshape(-1)
+    pred, y = iris_predictions(uri, summary["model_uri"])
     assert pred.shape == (150,) and (pred == y).mean() > 0.7
 
 
