@@ -7,6 +7,7 @@ with `report_cache_use(logger, decisions)`. The results live under the cache fol
 
     results/   pickled step results (Prefect's persisted results, one file per key)
     keys/      Prefect's cache records (metadata of each key)
+    locks/     lock files: one run computes a key while the others wait, then read its result
     index.json which MLflow run computed each key, and the last key parts of each step
 
 Each cached step logs "<step>: cached (...)" or "<step>: computed (<why>)", where why names the part of the key
@@ -142,8 +143,16 @@ def cached_step(task: Any, decisions: Optional[dict[str, dict[str, Any]]] = None
     ("cached"/"computed" and why) is recorded in `decisions` under the task's name."""
     options = current_options()
     policy = task.cache_policy if isinstance(task.cache_policy, StepCachePolicy) else StepCachePolicy()
+    from prefect.transactions import IsolationLevel
+
+    from tasks.cache_locks import ProcessAwareLockManager
+
+    # SERIALIZABLE: runs computing the same key at once (sweep trials, fusion members, parallel `fuseflow run`s, in
+    # threads or cluster workers on this machine) take a lock file in turn; the first computes and writes the result,
+    # the others then read it, so no one reads a result while it is being written; a killed run's lock is dropped
     policy = dataclasses.replace(policy, folder=options.folder, key_storage=options.folder / "keys",
-                                 decisions=decisions)
+                                 decisions=decisions, isolation_level=IsolationLevel.SERIALIZABLE,
+                                 lock_manager=ProcessAwareLockManager(lock_files_directory=options.folder / "locks"))
     return task.with_options(cache_policy=policy, persist_result=True, refresh_cache=options.refresh,
                              result_storage=options.folder / "results")
 

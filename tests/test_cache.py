@@ -238,3 +238,56 @@ def test_text_training_is_reused_and_invalidated_by_its_config(prefect_harness, 
     assert _tags(tracking_uri, again["run_id"])["fuseflow.reused_run_id"] == first["run_id"]
     assert again["metrics"] == first["metrics"]
     assert _reason(tracking_uri, other["run_id"], "train") == "changed: config (train_config.optimizer.lr)"
+
+
+_COMPUTED: list[int] = []
+
+
+def test_concurrent_runs_of_one_step_compute_it_once_and_share_the_result(prefect_harness, tmp_path):
+    """Sweep trials and fusion members compute the same cached steps at the same moment: one computes while the
+    others wait on its lock, then they read its complete result (none reads a half-written one)."""
+    import time
+
+    from prefect import flow, task
+
+    from tasks.caching import StepCachePolicy, cache_options, cached_step
+
+    @task(name="slow-step", cache_policy=StepCachePolicy())
+    def slow_step(x: int) -> list[int]:
+        _COMPUTED.append(x)
+        time.sleep(1.5)
+        return [x] * 100_000
+
+    @flow
+    def three_at_once() -> list[int]:
+        with cache_options(tmp_path / "cache"):
+            step = cached_step(slow_step)
+            futures = [step.submit(3) for _ in range(3)]
+            return [len(f.result()) for f in futures]
+
+    _COMPUTED.clear()
+    assert three_at_once() == [100_000] * 3
+    assert _COMPUTED == [3]
+
+
+def test_a_killed_runs_lock_is_stale_and_a_live_one_holds(tmp_path):
+    """A run killed while computing a step must not block that step forever; a live holder's lock must hold."""
+    import subprocess
+    import sys
+
+    from tasks.cache_locks import ProcessAwareLockManager
+
+    locks = ProcessAwareLockManager(tmp_path / "locks")
+    assert locks.acquire_lock("step-key", holder="me")
+    assert locks.is_locked("step-key") and (tmp_path / "locks" / "step-key.owner").exists()
+    other = ProcessAwareLockManager(tmp_path / "locks")  # another run, this process still alive
+    assert not other.acquire_lock("step-key", holder="other", acquire_timeout=0.3)
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    owner = tmp_path / "locks" / "step-key.owner"
+    owner.write_text(owner.read_text().split()[0] + f" {int(dead.stdout)}")  # the holder was killed
+    assert not other.is_locked("step-key")
+    assert not (tmp_path / "locks" / "step-key.lock").exists()
+    assert other.acquire_lock("step-key", holder="other", acquire_timeout=1)
+    other.release_lock("step-key", holder="other")
+    assert not owner.exists() and not other.is_locked("step-key")

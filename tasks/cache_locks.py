@@ -1,0 +1,78 @@
+"""Lock files for cached steps (Prefect's SERIALIZABLE cache isolation) that survive killed runs.
+
+Prefect's `FileSystemLockManager` keeps a lock until its holder releases it; a run killed while computing a step
+(SIGKILL, a power cut) would leave the lock behind and every later run of that step would wait forever. Here each
+lock also records its process (`<key>.owner`: host and pid); a lock whose process is gone on this host is stale
+and removed. A lock held on another host (a remote worker) is trusted."""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any, Optional
+
+from prefect.locking.filesystem import FileSystemLockManager
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by another user
+        return True
+    return True
+
+
+class ProcessAwareLockManager(FileSystemLockManager):
+    """`FileSystemLockManager` whose locks die with their process."""
+
+    def _owner_path(self, key: str) -> Path:
+        return self.lock_files_directory / f"{key}.owner"
+
+    def _record_owner(self, key: str) -> None:
+        path = self._owner_path(key)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(f"{socket.gethostname()} {os.getpid()}", encoding="utf-8")
+        os.replace(tmp, path)
+
+    def _owner_gone(self, key: str) -> bool:
+        try:
+            host, pid = self._owner_path(key).read_text(encoding="utf-8").split()
+        except (OSError, ValueError):
+            return False  # no owner recorded yet (just acquired), or unreadable: trust the lock
+        return host == socket.gethostname() and not process_alive(int(pid))
+
+    def _get_lock_info(self, key: str, use_cache: bool = True) -> Optional[Any]:
+        try:
+            return super()._get_lock_info(key, use_cache)
+        except ValueError:  # the holder has created the file but not written it yet: locked, holder unknown
+            return {"holder": None, "expiration": None, "path": self._lock_path_for_key(key)}
+
+    def is_locked(self, key: str, use_cache: bool = False) -> bool:
+        if not super().is_locked(key, use_cache):
+            return False
+        if self._owner_gone(key):
+            self._lock_path_for_key(key).unlink(missing_ok=True)
+            self._owner_path(key).unlink(missing_ok=True)
+            self._locks.pop(key, None)
+            return False
+        return True
+
+    def acquire_lock(self, key: str, holder: str, acquire_timeout: Optional[float] = None,
+                     hold_timeout: Optional[float] = None) -> bool:
+        acquired = super().acquire_lock(key, holder, acquire_timeout, hold_timeout)
+        if acquired:
+            self._record_owner(key)
+        return acquired
+
+    async def aacquire_lock(self, key: str, holder: str, acquire_timeout: Optional[float] = None,
+                            hold_timeout: Optional[float] = None) -> bool:
+        acquired = await super().aacquire_lock(key, holder, acquire_timeout, hold_timeout)
+        if acquired:
+            self._record_owner(key)
+        return acquired
+
+    def release_lock(self, key: str, holder: str) -> None:
+        super().release_lock(key, holder)
+        self._owner_path(key).unlink(missing_ok=True)
