@@ -42,6 +42,9 @@ def run_sweep(spec: PipelineSpec, logger: RunLogger, base_dir: Path) -> dict[str
     errors = {t.index: o.error for t, o in zip(trials, outcomes) if not o.ok}
     experiment_id = logger.client.get_run(logger.run_id).info.experiment_id
     results = collect(logger.client, logger.run_id, experiment_id, trials, errors, sweep.metric)
+    for result in results:
+        if result.run_id is None:  # failed before its run was opened (a lost worker): record it all the same
+            result.run_id = _record_lost_trial(spec, result, experiment_id, logger)
     order = ranked(results, mode)
     table = _log_table(results, order, sweep.metric, mode, logger)
     if not order:
@@ -71,6 +74,21 @@ def run_sweep(spec: PipelineSpec, logger: RunLogger, base_dir: Path) -> dict[str
     return {"run_id": logger.run_id, "model_uri": f"runs:/{logger.run_id}/model", "metrics": best.test_metrics,
             "task": task, "sweep": {"best_trial": best.index, "best_run_id": best.run_id, "best_values": best.values,
                                     "finished": len(order), "failed": len(results) - len(order)}}
+
+
+def _record_lost_trial(spec: PipelineSpec, result: TrialResult, experiment_id: str, parent: RunLogger) -> str:
+    """A FAILED nested run for a trial that failed before it could open its own (its worker died, say)."""
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    from flows.tracking_run import TAG_ERROR, TAG_PIPELINE
+
+    run = parent.client.create_run(experiment_id, run_name=f"{spec.tracking.run_name or spec.name}/{result.name}",
+                                   tags={MLFLOW_PARENT_RUN_ID: parent.run_id, TAG_TRIAL: str(result.index),
+                                         TAG_PIPELINE: spec.name, f"{TAG_PREFIX}.values": json.dumps(result.values),
+                                         TAG_ERROR: (result.error or "the trial did not start")[:5000]})
+    RunLogger(run.info.run_id, parent.tracking_uri).log_params(result.values)
+    parent.client.set_terminated(run.info.run_id, "FAILED")
+    return run.info.run_id
 
 
 def _log_table(results: list[TrialResult], order: list[TrialResult], metric: str, mode: str,

@@ -145,3 +145,32 @@ def test_cluster_workers_get_the_flows_api_and_a_share_of_the_cores(prefect_harn
     assert task_runners.cluster_env(RunnerConfig(type="ray"), 2, {})["OMP_NUM_THREADS"] == "4"  # 2 jobs: 2 workers
     assert "OMP_NUM_THREADS" not in task_runners.cluster_env(RunnerConfig(type="thread"), 4, {})
     assert "OMP_NUM_THREADS" not in task_runners.cluster_env(RunnerConfig(type="dask", address="tcp://h:8786"), 4, {})
+
+
+def test_a_trial_lost_before_its_run_opens_is_still_a_failed_nested_run(prefect_harness, tmp_path, monkeypatch):
+    import flows.tracking_run
+    from tests.helpers import tracking_uri_env
+
+    real = flows.tracking_run.tracked_run
+
+    def losing_trial_1(spec, overrides, base_dir, parent_run_id=None, extra_tags=None, resume=False):
+        if (extra_tags or {}).get("fuseflow.sweep.trial") == "1":
+            raise ConnectionError("worker lost before the trial started")
+        return real(spec, overrides, base_dir, parent_run_id=parent_run_id, extra_tags=extra_tags, resume=resume)
+
+    monkeypatch.setattr(flows.tracking_run, "tracked_run", losing_trial_1)
+    path = write_pipelines(tmp_path, TINY_IRIS.replace("epochs: 4", "epochs: 2") + """\
+    sweep:
+      parameters: {train.optimizer.lr: [0.01, 0.02]}
+      metric: val_accuracy
+""")
+    with tracking_uri_env(tmp_path) as uri:
+        assert main(["run", "iris-tiny", "--file", str(path)]) == 0
+        runs = runs_of(uri)
+    parent = next(r for r in runs if "fuseflow.sweep.metric" in r.data.tags)
+    trials = {r.data.tags["fuseflow.sweep.trial"]: r for r in runs
+              if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    assert trials["0"].info.status == "FINISHED" and trials["1"].info.status == "FAILED"
+    assert "worker lost before the trial started" in trials["1"].data.tags["fuseflow.error"]
+    assert trials["1"].data.params == {"train.optimizer.lr": "0.02"}
+    assert parent.data.metrics["trials_failed"] == 1 and parent.data.tags["fuseflow.sweep.best_trial"] == "trial-0"
