@@ -14,7 +14,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 
-from tasks.caching import CacheOptions, cache_options, current_options
+from tasks.caching import CacheOptions, cache_options, current_options, independent_steps
 from tasks.pipeline_config import PipelineSpec
 from tasks.runner_config import RunnerConfig
 from tasks.tracking import resolve_tracking_uri
@@ -48,7 +48,7 @@ def train_nested(job: NestedJob, base_dir: Path, parent_run_id: str, cache: Cach
     from flows.tracking_run import tracked_run
 
     with tracked_run(job.spec, job.overrides, base_dir, parent_run_id=parent_run_id, extra_tags=job.tags) as logger, \
-            cache_options(cache.folder, cache.refresh):
+            cache_options(cache.folder, cache.refresh), independent_steps():
         return runner_for(job.spec.kind)(job.spec, logger, base_dir)
 
 

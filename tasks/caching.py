@@ -138,6 +138,21 @@ def _run_logger() -> Any:
         return log
 
 
+@contextlib.contextmanager
+def independent_steps() -> Iterator[None]:
+    """Cached steps called inside another task (a fusion member's or sweep trial's `train-nested`) commit as each
+    one ends, releasing its cache lock, instead of joining the enclosing task's transaction: there they would
+    hold the lock of the shared data step until the whole trial ended (serialising the trials), and a failed
+    trial would never release the locks of the steps it had read from the cache."""
+    from prefect.transactions import Transaction
+
+    token = Transaction.__var__.set(None)
+    try:
+        yield
+    finally:
+        Transaction.__var__.reset(token)
+
+
 def cached_step(task: Any, decisions: Optional[dict[str, dict[str, Any]]] = None) -> Any:
     """`task` with its results persisted in the current cache folder and reused unless --no-cache; its decision
     ("cached"/"computed" and why) is recorded in `decisions` under the task's name."""

@@ -59,6 +59,7 @@ def _run_sweep(runner: str, prefect_server, folder):
                           capture_output=True, text=True, timeout=RUN_TIMEOUT)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]
+    assert not list((folder / "cache" / "locks").glob("*.lock")), "a cache lock was left behind"
     runs = runs_of(uri)
     parent = next(r for r in runs if "fuseflow.sweep.metric" in r.data.tags)
     trials = {int(r.data.tags["fuseflow.sweep.trial"]): r for r in runs
@@ -99,6 +100,9 @@ def _check_sweep(parent, trials, uri, output, api, runner):
 def test_grid_sweep_on_a_local_dask_cluster(prefect_server, tmp_path):
     parent, trials, uri, output = _run_sweep("dask", prefect_server, tmp_path)
     assert "on dask on a local cluster of 2 workers" in output
+    from flows.resume import TAG_PID
+
+    assert parent.data.tags[TAG_PID] not in {r.data.tags[TAG_PID] for r in trials.values()}
     _check_sweep(parent, trials, uri, output, prefect_server[0], "dask")
 
 
@@ -106,4 +110,44 @@ def test_grid_sweep_on_a_local_ray_cluster(prefect_server, tmp_path):
     pytest.importorskip("prefect_ray")
     parent, trials, uri, output = _run_sweep("ray", prefect_server, tmp_path)
     assert "on ray on a local cluster of 2 workers" in output
+    from flows.resume import TAG_PID
+
+    assert parent.data.tags[TAG_PID] not in {r.data.tags[TAG_PID] for r in trials.values()}
     _check_sweep(parent, trials, uri, output, prefect_server[0], "ray")
+
+
+FUSION = """\
+pipelines:
+  iris-member:
+    seed: 7
+    data: {source: sklearn, name: iris}
+    preprocess: [{standardize: {}}]
+    model: {type: mlp, hidden: [8]}
+    train: {backend: torch, epochs: 3, batch_size: 16, optimizer: {name: adam, lr: 0.02}}
+  iris-fusion:
+    fusion:
+      members: [{pipeline: iris-member, name: a}, {pipeline: iris-member, name: b, set: {seed: 8}}]
+      method: mean
+    runner: {type: dask, workers: 2}
+"""
+
+
+def test_fusion_members_train_on_a_local_dask_cluster(prefect_server, tmp_path):
+    api, home = prefect_server
+    write_pipelines(tmp_path, FUSION)
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    env = {**base_env(home), "PREFECT_API_URL": api.url, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "flows.cli", "run", "iris-fusion"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    assert "iris-fusion-members: 2 jobs on dask on a local cluster of 2 workers" in done.stdout + done.stderr
+    runs = runs_of(uri)
+    parent = next(r for r in runs if "fuseflow.fusion.method" in r.data.tags)
+    members = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.data.tags["fuseflow.fusion.member"] for r in members) == ["a", "b"]
+    assert {r.info.status for r in members} == {"FINISHED"} and parent.info.status == "FINISHED"
+    from flows.resume import TAG_PID
+
+    # trained in the cluster's worker processes, not in the flow's
+    assert parent.data.tags[TAG_PID] not in {r.data.tags[TAG_PID] for r in members}
+    assert "test_accuracy" in parent.data.metrics
