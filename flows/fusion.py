@@ -53,7 +53,7 @@ def run_fusion(spec: PipelineSpec, logger: RunLogger, base_dir: Path) -> dict[st
     logger.set_tags({f"{TAG_PREFIX}.method": fusion.method.method,
                      f"{TAG_PREFIX}.members": json.dumps([m.describe for m in resolved.members])})
     data = load_fusion_data(resolved.data, base_dir)
-    _log_dataset(data, logger)  # before the members: they then find the shared dataset registered (no insert race)
+    log_fusion_dataset(data, logger)  # before the members: they then find the shared dataset registered (no insert race)
     inline = [m for m in resolved.members if m.inline]
     jobs = [NestedJob(m.name, _member_spec(spec, m), m.overrides, {TAG_MEMBER: m.name}) for m in inline]
     outcomes = dict(zip((m.index for m in inline),
@@ -95,7 +95,7 @@ def fuse_into_run(spec: PipelineSpec, fusion: Any, data: Any, uris: list[str], r
             "fusion": {"shipped": outcome.shipped, "member_run_ids": run_ids, "report": outcome.report}}
 
 
-def _log_dataset(data: Any, logger: RunLogger) -> None:
+def log_fusion_dataset(data: Any, logger: RunLogger) -> None:
     """The members' shared data as the fusion run's dataset input (same name and digest as the members log)."""
     if data.kind == "text":
         from tasks import steps_text
@@ -196,7 +196,7 @@ def _log_outcome(outcome: Any, data: Any, names: list[str], logger: RunLogger, b
             predictor = FusedPredictor(outcome.members, outcome.combination, data.classes)
             save_fused_model(predictor, model_dir, _input_example(data), rep)
         else:
-            _copy_model(best_uri, model_dir, logger.tracking_uri)
+            copy_model(best_uri, model_dir, logger.tracking_uri)
         logger.log_artifacts(model_dir, "model")
     return f"runs:/{logger.run_id}/model"
 
@@ -214,7 +214,7 @@ def _input_example(data: Any) -> Any:
     return np.ascontiguousarray(data.X["test"][:5], dtype=np.float32)
 
 
-def _copy_model(uri: str, dst: Path, tracking_uri: str) -> None:
+def copy_model(uri: str, dst: Path, tracking_uri: str) -> None:
     """The best member's logged model folder, byte for byte, as this run's model."""
     import shutil
 

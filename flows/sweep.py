@@ -65,10 +65,10 @@ def run_sweep(spec: PipelineSpec, logger: RunLogger, base_dir: Path) -> dict[str
         logger.set_tags({"mlflow.note.content": f"{table}\n**fusion of the {sweep.fuse_top} best trials**\n\n"
                                                 f"{fusion_note}"})
         return summary
-    from flows.fusion import _copy_model
+    from flows.fusion import copy_model
 
     with tempfile.TemporaryDirectory(prefix="fuseflow-sweep-") as tmp:
-        _copy_model(f"runs:/{best.run_id}/model", Path(tmp) / "model", logger.tracking_uri)
+        copy_model(f"runs:/{best.run_id}/model", Path(tmp) / "model", logger.tracking_uri)
         logger.log_artifacts(Path(tmp) / "model", "model")
     logger.log_metrics(best.test_metrics)
     return {"run_id": logger.run_id, "model_uri": f"runs:/{logger.run_id}/model", "metrics": best.test_metrics,
@@ -110,7 +110,7 @@ def _log_table(results: list[TrialResult], order: list[TrialResult], metric: str
 
 def _fuse_top(spec: PipelineSpec, top: list[TrialResult], logger: RunLogger, base_dir: Path) -> dict[str, Any]:
     """Fuse the best trials' models (as `model: runs:/...` members) into the sweep's run with `fuse_method`."""
-    from flows.fusion import _log_dataset, fuse_into_run
+    from flows.fusion import log_fusion_dataset, fuse_into_run
     from tasks.fusion.checks import check_fusion
     from tasks.fusion.config import FusionConfig, ModelMember
     from tasks.fusion.fuse import load_fusion_data
@@ -127,7 +127,7 @@ def _fuse_top(spec: PipelineSpec, top: list[TrialResult], logger: RunLogger, bas
     logger.set_tags({"fuseflow.fusion.method": fusion.method.method,
                      "fuseflow.fusion.members": json.dumps([m.describe for m in fusion.resolved.members])})
     data = load_fusion_data(fusion.resolved.data, base_dir)
-    _log_dataset(data, logger)
+    log_fusion_dataset(data, logger)
     resolved = fusion.resolved
     summary = fuse_into_run(fusion_spec, fusion, data, [m.uri for m in resolved.members],
                             [m.run_id for m in resolved.members], logger, record_uri_members=False)

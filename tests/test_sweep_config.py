@@ -10,7 +10,7 @@ import pytest
 from flows.cli import main
 from tasks.sweep.config import SweepConfig
 from tasks.sweep.report import TrialResult, _scale, markdown, metric_of_run, ranked, table_rows
-from tests.helpers import TINY_IRIS, runs_of, write_pipelines
+from tests.helpers import TINY_IRIS, write_pipelines
 
 SWEEP = """\
     sweep:
