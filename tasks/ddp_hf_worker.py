@@ -1,6 +1,7 @@
 """One DDP process of `backend: hf_trainer`, started by `tasks.distributed.train_hf_distributed`:
 
-    python -m torch.distributed.run --standalone --nproc_per_node N -m tasks.ddp_worker FOLDER tasks.ddp_hf_worker:train_rank
+    python -m torch.distributed.run --standalone --nproc_per_node N -m tasks.ddp_worker FOLDER \
+        tasks.ddp_hf_worker:train_rank
 
 (`tasks.ddp_worker.main` writes the error file when this fails.) Every rank builds the Trainer with
 `tasks.train_hf.train_hf`, as the single process does, with `ddp_backend`: the Trainer joins the process group from
@@ -68,7 +69,7 @@ def train_rank(folder: Path, rank: int, local_rank: int, world: int) -> None:
     model = inputs["model"]
     result = train_hf(model, inputs["train"], inputs["validation"], inputs["tokenizer"], config, inputs["seed"],
                       inputs["group_by_length"], on_epoch_end, checkpoint_dir, ddp_backend=inputs["backend"],
-                      show_progress=False, callbacks=callbacks)
+                      show_progress=False, callbacks=callbacks, scratch_dir=folder / "trainer")
     if not dist.is_initialized() or dist.get_world_size() != world:
         raise RuntimeError(f"the Trainer did not train in the process group of {world} processes (it saw "
                            f"{dist.get_world_size() if dist.is_initialized() else 'none'})")

@@ -1,10 +1,11 @@
-"""One DDP training process, started by torchrun from `tasks.distributed.train_distributed`:
+"""One DDP training process, started by torchrun from `tasks.distributed.run_ranks`:
 
     python -m torch.distributed.run --standalone --nproc_per_node N -m tasks.ddp_worker FOLDER [MODULE:FUNCTION]
 
 `main` runs MODULE:FUNCTION(folder, rank, local_rank, world_size) (default: `train_rank` here, the torch backend;
-`tasks.ddp_hf_worker.train_rank` runs the HF Trainer) and writes the error file when it fails. `train_rank` reads the step's inputs from FOLDER/inputs.pt, joins the process group, wraps the model in
-`DistributedDataParallel` and trains with `tasks.train_torch.train_torch` (the same loop as one process), on its
+`tasks.ddp_hf_worker.train_rank` runs the HF Trainer) and writes the error file when it fails. `train_rank` reads
+the step's inputs from FOLDER/inputs.pt, joins the process group, wraps the model in `DistributedDataParallel` and
+trains with `tasks.train_torch.train_torch` (the same loop as one process), on its
 `DistributedSampler` share of each epoch. Rank 0 alone logs epoch metrics to the MLflow run, writes checkpoints and
 the final weights (FOLDER/final.pt). Every rank writes FOLDER/digest-RANK (sha256 of its final weights), or, when
 it fails, FOLDER/error-RANK.json (its error line and when it happened), which the launcher reads.

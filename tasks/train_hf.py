@@ -9,6 +9,10 @@ Trainer saves its own full checkpoint (weights, optimizer, scheduler, RNG, train
 newest two kept (and the best one while `best_model_metric` / early stopping keeps the best weights), each with
 `fuseflow.json` (our epoch history and early-stopping book-keeping), written last. When the folder holds a complete
 checkpoint, training resumes from it (`resume_from_checkpoint`): finished epochs are neither rerun nor re-logged.
+
+`distributed: {nproc_per_node: N, backend: gloo|nccl}`: the same `train_hf` in N processes under torchrun
+(`tasks.distributed.train_hf_distributed`, tasks/ddp_hf_worker.py); the Trainer joins the process group itself
+(`ddp_backend`), rank 0 alone logs and checkpoints, and every rank resumes from the same checkpoint folder.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import os
 import re
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Literal, Optional, Sequence
 
@@ -253,19 +258,23 @@ def epoch_callback(config: HFTrainerConfig, result: TrainResult, on_epoch_end: O
 def train_hf(model: Any, train_set: Any, val_set: Any, tokenizer: Any, config: HFTrainerConfig, seed: int,
              group_by_length: bool = False, on_epoch_end: Optional[EpochCallback] = None,
              checkpoint_dir: Optional[Path] = None, ddp_backend: Optional[str] = None, show_progress: bool = True,
-             callbacks: Sequence[Any] = ()) -> TrainResult:
+             callbacks: Sequence[Any] = (), scratch_dir: Optional[Path] = None) -> TrainResult:
     """Fine-tune `model` on tokenized `train_set` with the HF Trainer, evaluating on `val_set` every epoch.
 
     With `checkpoint_dir` and `checkpoint_every` > 0, checkpoints go there and training resumes from the newest.
     The single process and every DDP rank (tasks/ddp_hf_worker.py, with `ddp_backend`) build the Trainer here; under
     DDP the validation metrics (gathered from every rank) and so early stopping agree across ranks, and only the
-    first rank saves checkpoints. `callbacks`: more `TrainerCallback`s, after the epoch reporter."""
+    first rank saves checkpoints. `callbacks`: more `TrainerCallback`s, after the epoch reporter. `scratch_dir`: the
+    Trainer's folder without `checkpoint_dir` (the best epoch's weights), a new temporary one by default; DDP ranks
+    must share one, or the ranks other than the first find no best weights to restore and end on the last epoch's."""
     from transformers import DataCollatorWithPadding, Trainer
 
     result = TrainResult()
     checkpointing = checkpoint_dir is not None and config.checkpoint_every > 0
     reporter = epoch_callback(config, result, on_epoch_end, checkpointing)
-    with tempfile.TemporaryDirectory(prefix="fuseflow-hf-trainer-") as tmp_dir:
+    scratch = (tempfile.TemporaryDirectory(prefix="fuseflow-hf-trainer-") if scratch_dir is None
+               else nullcontext(str(scratch_dir)))
+    with scratch as tmp_dir:
         output_dir = Path(checkpoint_dir) if checkpointing else Path(tmp_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         args = training_arguments(config, seed, str(output_dir), group_by_length, checkpointing, ddp_backend,

@@ -27,7 +27,7 @@ def hf_ddp_project(tmp_path_factory, prefect_harness):
     write_csv(folder / "spam.csv", rows)
     train_tokenizer(folder / "tokenizer", [t for t, _ in rows])
     text = text_pipelines(folder / "spam.csv", folder / "tokenizer", "hf_trainer", EPOCHS, name="spam-hf-ddp")
-    text = text.replace("      batch_size: 16\n", "      batch_size: 8\n")  # per process: 16 rows a step, as one process
+    text = text.replace("      batch_size: 16\n", "      batch_size: 8\n")  # per process: 16 rows a step, as 1 process
     (folder / "pipelines.yaml").write_text(text + DISTRIBUTED, encoding="utf-8")
     compared = []
     check = distributed.check_equal_weights
@@ -75,7 +75,8 @@ def test_rank_zero_logged_each_epoch_metric_once_at_the_single_process_steps(hf_
 
 def test_rank_zero_wrote_the_trainer_checkpoints_into_the_run(hf_ddp_project):
     folder, uri, summary, compared = hf_ddp_project
-    checkpoints = sorted((folder / "mlruns").glob(f"**/{summary['run_id']}/artifacts/checkpoints/hf-trainer/checkpoint-*"))
+    run_folder = next((folder / "mlruns").glob(f"**/{summary['run_id']}/artifacts"))
+    checkpoints = sorted(run_folder.glob("checkpoints/hf-trainer/checkpoint-*"))
     assert [p.name for p in checkpoints] == ["checkpoint-10", "checkpoint-15"]  # the newest 2 of 3 (5 steps an epoch)
     for checkpoint in checkpoints:
         assert (checkpoint / "fuseflow.json").is_file() and (checkpoint / "trainer_state.json").is_file()
@@ -191,3 +192,25 @@ def test_failing_rank_and_resume_from_a_distributed_trainer_checkpoint(tmp_path,
 
         for (name, a), b in zip(resumed_model.state_dict().items(), full_model.state_dict().values()):
             assert torch.allclose(a, b, rtol=1e-4, atol=1e-6), name
+
+
+def test_early_stopping_agrees_across_ranks_and_keeps_the_best_weights(tmp_path):
+    """Validation metrics are gathered from every rank, so every rank's early stopping decides alike (a rank that
+    went on alone would hang in its next all-reduce), and the best epoch's weights are restored on each."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from tasks.distributed import train_hf_distributed
+    from tasks.train_hf import HFTrainerConfig
+
+    train_set, val_set, tokenizer = _tokenized(tmp_path)
+    config = HFTrainerConfig(backend="hf_trainer", epochs=30, batch_size=16, optimizer={"name": "adamw", "lr": 0.02},
+                             early_stopping={"monitor": "val_loss", "patience": 1},
+                             distributed={"nproc_per_node": 2, "backend": "gloo"})
+    torch.manual_seed(0)
+    sizes = {k: v for k, v in TINY_BERT.items() if k != "model_type"}
+    model = BertForSequenceClassification(BertConfig(vocab_size=len(tokenizer), num_labels=2, **sizes))
+    result = train_hf_distributed(model, train_set, val_set, tokenizer, config, 0)  # raises if the weights differ
+    assert result.stopped_early and result.epochs_run < 30
+    assert result.epochs_run - result.best_epoch == 1
+    assert result.best_epoch == min(result.history, key=lambda h: h["val_loss"])["epoch"]
