@@ -10,6 +10,8 @@ import os
 import socket
 from typing import Any, Optional
 
+from tasks.processes import process_alive
+
 log = logging.getLogger("fuseflow")
 
 TAG_HOST = "fuseflow.host"
@@ -33,13 +35,7 @@ def is_alive(run: Any) -> bool:
     pid = int(tags[TAG_PID])
     if pid == os.getpid():
         return False  # this process (an earlier run in the same process that died with its flow)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return process_alive(pid)
 
 
 def find_resumable_run(client: Any, experiment_id: str, pipeline: str, config_hash: str) -> Optional[Any]:

@@ -13,15 +13,7 @@ from typing import Any, Optional
 
 from prefect.locking.filesystem import FileSystemLockManager
 
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, owned by another user
-        return True
-    return True
+from tasks.processes import process_alive
 
 
 class ProcessAwareLockManager(FileSystemLockManager):

@@ -20,11 +20,12 @@ def orphan_guard(launcher_pid: int) -> Any:
     launching process is gone, after the epoch's checkpoint is saved or at the start of the next epoch."""
     from transformers import TrainerCallback
 
-    from tasks.ddp_worker import alive, orphaned
+    from tasks.ddp_worker import orphaned
+    from tasks.processes import process_alive
 
     class StopWhenOrphaned(TrainerCallback):
         def check(self, state: Any) -> None:
-            if not alive(launcher_pid):
+            if not process_alive(launcher_pid):
                 raise orphaned(launcher_pid, int(round(state.epoch or 0)))
 
         def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:

@@ -21,6 +21,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from tasks.processes import process_alive
+
 
 class LengthGroupedShards:
     """A `DistributedSampler` for batch sources with their own epoch order (text grouped by length): the order is
@@ -140,7 +142,7 @@ def train_rank(folder: Path, rank: int, local_rank: int, world: int) -> None:
 
         def on_epoch_end(epoch: int, metrics: dict[str, float], state: dict[str, Any]) -> None:
             hooks(epoch, metrics, state)
-            if not alive(inputs["launcher_pid"]):  # killed (SIGKILL): nobody waits for the result; stop every rank
+            if not process_alive(inputs["launcher_pid"]):  # killed (SIGKILL): nobody waits for the result; stop every rank
                 if checkpoint is not None:
                     checkpoint.wait()
                 raise orphaned(inputs["launcher_pid"], epoch)
@@ -151,16 +153,6 @@ def train_rank(folder: Path, rank: int, local_rank: int, world: int) -> None:
     if checkpoint is not None:
         checkpoint.wait()  # the last checkpoint is in the run before the launcher goes on
     finish_rank(folder, rank, model, result)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def main(argv: list[str]) -> int:

@@ -97,33 +97,21 @@ def _check_sweep(parent, trials, uri, output, api, runner):
     assert names == {f"train-trial-{i}" for i in range(4)}, names
 
 
-def test_grid_sweep_on_a_local_dask_cluster(prefect_server, tmp_path):
-    parent, trials, uri, output = _run_sweep("dask", prefect_server, tmp_path)
-    assert "on dask on a local cluster of 2 workers" in output
+@pytest.mark.parametrize("runner", ["dask", "ray"])
+def test_grid_sweep_on_a_local_cluster(runner, prefect_server, tmp_path):
     from flows.resume import TAG_PID
 
+    if runner == "ray":
+        pytest.importorskip("prefect_ray")
+    parent, trials, uri, output = _run_sweep(runner, prefect_server, tmp_path)
+    assert f"on {runner} on a local cluster of 2 workers" in output
+    # the trials ran in the cluster's worker processes, not in the flow's
     assert parent.data.tags[TAG_PID] not in {r.data.tags[TAG_PID] for r in trials.values()}
-    _check_sweep(parent, trials, uri, output, prefect_server[0], "dask")
+    _check_sweep(parent, trials, uri, output, prefect_server[0], runner)
 
 
-def test_grid_sweep_on_a_local_ray_cluster(prefect_server, tmp_path):
-    pytest.importorskip("prefect_ray")
-    parent, trials, uri, output = _run_sweep("ray", prefect_server, tmp_path)
-    assert "on ray on a local cluster of 2 workers" in output
-    from flows.resume import TAG_PID
-
-    assert parent.data.tags[TAG_PID] not in {r.data.tags[TAG_PID] for r in trials.values()}
-    _check_sweep(parent, trials, uri, output, prefect_server[0], "ray")
-
-
-FUSION = """\
-pipelines:
-  iris-member:
-    seed: 7
-    data: {source: sklearn, name: iris}
-    preprocess: [{standardize: {}}]
-    model: {type: mlp, hidden: [8]}
-    train: {backend: torch, epochs: 3, batch_size: 16, optimizer: {name: adam, lr: 0.02}}
+FUSION = PROJECT.split("    sweep:")[0].replace("iris-sweep", "iris-member").replace(
+    '{type: custom, target: "sweep_models:mlp"}', "{type: mlp, hidden: [8]}") + """\
   iris-fusion:
     fusion:
       members: [{pipeline: iris-member, name: a}, {pipeline: iris-member, name: b, set: {seed: 8}}]
