@@ -65,7 +65,8 @@ def local_workers(config: RunnerConfig, concurrency: int) -> int:
 
 def cluster_env(config: RunnerConfig, concurrency: int, env: dict[str, str]) -> dict[str, str]:
     """`env` plus, for a local cluster, each worker's share of the cores as torch's thread count (OMP_NUM_THREADS):
-    N workers each using every core oversubscribe the CPU (2 workers on 2 cores ran 1.8x slower per trial)."""
+    Dask and Ray give every worker 1 thread by default, which leaves cores idle when there are more cores than
+    workers; more would oversubscribe the CPU."""
     if config.type == "thread" or config.address or os.environ.get("OMP_NUM_THREADS"):
         return env
     return {**env, "OMP_NUM_THREADS": str(max(1, default_workers() // local_workers(config, concurrency)))}
@@ -87,8 +88,9 @@ def build_task_runner(config: RunnerConfig, concurrency: int, env: dict[str, str
         if config.address:
             return DaskTaskRunner(address=config.address)
         # one single-threaded worker process per trial: torch already uses the cores of each process
+        # `env` reaches the workers through their nannies and wins over Dask's own OMP_NUM_THREADS=1
         return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
-                                              "dashboard_address": None, "silence_logs": 40})
+                                              "dashboard_address": None, "silence_logs": 40, "env": env})
     from prefect_ray import RayTaskRunner
 
     init = {"runtime_env": {"env_vars": env}, "include_dashboard": False, "log_to_driver": True}

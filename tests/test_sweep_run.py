@@ -147,6 +147,9 @@ def test_cluster_workers_get_the_flows_api_and_a_share_of_the_cores(prefect_harn
     assert task_runners.cluster_env(RunnerConfig(type="ray"), 2, {})["OMP_NUM_THREADS"] == "4"  # 2 jobs: 2 workers
     assert "OMP_NUM_THREADS" not in task_runners.cluster_env(RunnerConfig(type="thread"), 4, {})
     assert "OMP_NUM_THREADS" not in task_runners.cluster_env(RunnerConfig(type="dask", address="tcp://h:8786"), 4, {})
+    # the local Dask cluster passes the environment to its workers' nannies (over Dask's OMP_NUM_THREADS=1)
+    runner = task_runners.build_task_runner(RunnerConfig(type="dask", workers=2), 4, {"OMP_NUM_THREADS": "4"})
+    assert runner.cluster_kwargs["env"] == {"OMP_NUM_THREADS": "4"} and runner.cluster_kwargs["n_workers"] == 2
 
 
 def test_a_trial_lost_before_its_run_opens_is_still_a_failed_nested_run(prefect_harness, tmp_path, monkeypatch):
