@@ -12,7 +12,7 @@ from prefect import get_run_logger
 
 from tasks.pipeline_config import PipelineSpec, TrackingConfig
 from tasks.sweep.report import (TAG_TRIAL, TrialResult, collect, markdown, plot_parallel, ranked, report_json,
-                                table_rows, write_csv)
+                                table_rows, trial_runs, write_csv)
 from tasks.tracking import RunLogger, write_json
 
 TAG_PREFIX = "fuseflow.sweep"
@@ -36,11 +36,17 @@ def run_sweep(spec: PipelineSpec, logger: RunLogger, base_dir: Path) -> dict[str
     logger.set_tags({f"{TAG_PREFIX}.metric": sweep.metric, f"{TAG_PREFIX}.mode": mode,
                      f"{TAG_PREFIX}.search": "random" if sweep.is_random else "grid",
                      f"{TAG_PREFIX}.trials": str(len(trials)), f"{TAG_PREFIX}.runner": spec.runner.type})
-    jobs = [NestedJob(t.name, _trial_spec(spec, t), dict(t.values),
-                      {TAG_TRIAL: str(t.index), f"{TAG_PREFIX}.values": json.dumps(t.values)}) for t in trials]
-    outcomes = train_all(jobs, spec.runner, sweep.max_concurrent, base_dir, logger.run_id, f"{spec.name}-trials")
-    errors = {t.index: o.error for t, o in zip(trials, outcomes) if not o.ok}
     experiment_id = logger.client.get_run(logger.run_id).info.experiment_id
+    done = _finished_before(trials, logger, experiment_id)
+    if done:
+        log.info("sweep: resumed: %d of %d trials finished before (%s), not run again", len(done), len(trials),
+                 ", ".join(f"trial-{i}" for i in sorted(done)))
+    todo = [t for t in trials if t.index not in done]
+    jobs = [NestedJob(t.name, _trial_spec(spec, t), dict(t.values),
+                      {TAG_TRIAL: str(t.index), f"{TAG_PREFIX}.values": json.dumps(t.values)}) for t in todo]
+    outcomes = dict(zip((t.index for t in todo), train_all(jobs, spec.runner, sweep.max_concurrent, base_dir,
+                                                           logger.run_id, f"{spec.name}-trials")))
+    errors = {i: o.error for i, o in outcomes.items() if not o.ok}
     results = collect(logger.client, logger.run_id, experiment_id, trials, errors, sweep.metric)
     for result in results:
         if result.run_id is None:  # failed before its run was opened (a lost worker): record it all the same
@@ -58,7 +64,7 @@ def run_sweep(spec: PipelineSpec, logger: RunLogger, base_dir: Path) -> dict[str
     logger.log_metrics({f"best_{sweep.metric}": best.metric, "trials_finished": float(len(order)),
                         "trials_failed": float(len(results) - len(order))})
     logger.set_tags({f"{TAG_PREFIX}.best_trial": best.name, f"{TAG_PREFIX}.best_run_id": best.run_id})
-    task = next(o.summary["task"] for t, o in zip(trials, outcomes) if t.index == best.index)
+    task = outcomes[best.index].summary["task"] if best.index in outcomes else _task_of(best)
     if sweep.fuse_top:
         summary = _fuse_top(spec, order[:sweep.fuse_top], logger, base_dir)
         fusion_note = logger.client.get_run(logger.run_id).data.tags.get("mlflow.note.content", "")
@@ -74,6 +80,21 @@ def run_sweep(spec: PipelineSpec, logger: RunLogger, base_dir: Path) -> dict[str
     return {"run_id": logger.run_id, "model_uri": f"runs:/{logger.run_id}/model", "metrics": best.test_metrics,
             "task": task, "sweep": {"best_trial": best.index, "best_run_id": best.run_id, "best_values": best.values,
                                     "finished": len(order), "failed": len(results) - len(order)}}
+
+
+def _finished_before(trials: list[Any], logger: RunLogger, experiment_id: str) -> set[int]:
+    """Trials with a FINISHED run under this parent already (a `--resume` of an interrupted sweep), with the same
+    values: they are not run again."""
+    runs = trial_runs(logger.client, logger.run_id, experiment_id)
+    return {t.index for t in trials if t.index in runs and runs[t.index].info.status == "FINISHED"
+            and runs[t.index].data.tags.get(f"{TAG_PREFIX}.values") == json.dumps(t.values)}
+
+
+def _task_of(result: TrialResult) -> str:
+    from tasks.evaluate import CLASSIFICATION_METRICS
+
+    names = {k.removeprefix("test_") for k in result.test_metrics}
+    return "classification" if names & set(CLASSIFICATION_METRICS) else "regression"
 
 
 def _record_lost_trial(spec: PipelineSpec, result: TrialResult, experiment_id: str, parent: RunLogger) -> str:

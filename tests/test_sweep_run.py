@@ -179,3 +179,44 @@ def test_a_trial_lost_before_its_run_opens_is_still_a_failed_nested_run(prefect_
     assert "worker lost before the trial started" in trials["1"].data.tags["fuseflow.error"]
     assert trials["1"].data.params == {"train.optimizer.lr": "0.02"}
     assert parent.data.metrics["trials_failed"] == 1 and parent.data.tags["fuseflow.sweep.best_trial"] == "trial-0"
+
+
+def test_resume_of_an_interrupted_sweep_runs_only_the_unfinished_trials(prefect_harness, tmp_path, monkeypatch):
+    """A sweep that dies after its trials (here: while reading them back) keeps them: `--resume` reopens the sweep's
+    run, reuses every FINISHED trial with the same values, and runs only the rest."""
+    import flows.sweep
+    from tests.helpers import tracking_uri_env
+
+    real_collect = flows.sweep.collect
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("the machine went down")
+
+    path = write_pipelines(tmp_path, TINY_IRIS.replace("epochs: 4", "epochs: 2") + """\
+    sweep:
+      parameters: {train.optimizer.lr: [0.01, 0.02, 0.03]}
+      metric: val_accuracy
+""")
+    with tracking_uri_env(tmp_path) as uri:
+        monkeypatch.setattr(flows.sweep, "collect", crash)
+        assert main(["run", "iris-tiny", "--file", str(path)]) == 1
+        first = runs_of(uri)
+        parent = next(r for r in first if "fuseflow.sweep.metric" in r.data.tags)
+        assert parent.info.status == "FAILED" and len(first) == 4
+        # one trial was lost with the machine: its run never finished
+        lost = next(r for r in first if r.data.tags.get("fuseflow.sweep.trial") == "2")
+        from mlflow import MlflowClient
+
+        MlflowClient(uri).set_terminated(lost.info.run_id, "KILLED")
+        monkeypatch.setattr(flows.sweep, "collect", real_collect)
+        assert main(["run", "iris-tiny", "--file", str(path), "--resume"]) == 0
+        second = runs_of(uri)
+    resumed = next(r for r in second if r.info.run_id == parent.info.run_id)
+    assert resumed.info.status == "FINISHED" and resumed.data.metrics["trials_finished"] == 3
+    trials = [r for r in second if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(trials) == 4  # trials 0 and 1 kept, trial 2 ran again (its KILLED run stays on record)
+    by_trial = {}
+    for r in trials:
+        by_trial.setdefault(r.data.tags["fuseflow.sweep.trial"], []).append(r.info.status)
+    assert by_trial["0"] == ["FINISHED"] and by_trial["1"] == ["FINISHED"]
+    assert sorted(by_trial["2"]) == ["FINISHED", "KILLED"]

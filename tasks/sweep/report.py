@@ -43,12 +43,22 @@ def metric_of_run(client: Any, run: Any, metric: str) -> Optional[float]:
     return float(metrics[metric])
 
 
+def trial_runs(client: Any, parent_run_id: str, experiment_id: str) -> dict[int, Any]:
+    """The nested run of each trial index under the parent; when a resumed sweep ran a trial again, its FINISHED
+    run, else its latest."""
+    runs = client.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+                              max_results=10_000)
+    by_index: dict[int, Any] = {}
+    for run in sorted((r for r in runs if TAG_TRIAL in r.data.tags),
+                      key=lambda r: (r.info.status == "FINISHED", r.info.start_time or 0)):
+        by_index[int(run.data.tags[TAG_TRIAL])] = run  # the last one wins: finished, then newest
+    return by_index
+
+
 def collect(client: Any, parent_run_id: str, experiment_id: str, trials: list[Any], errors: dict[int, str],
             metric: str) -> list[TrialResult]:
     """Every trial's result, from its nested MLflow run (found by the trial tag under the parent)."""
-    runs = client.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
-                              max_results=10_000)
-    by_index = {int(r.data.tags[TAG_TRIAL]): r for r in runs if TAG_TRIAL in r.data.tags}
+    by_index = trial_runs(client, parent_run_id, experiment_id)
     results = []
     for trial in trials:
         result = TrialResult(trial.index, dict(trial.values), error=errors.get(trial.index))
