@@ -60,7 +60,7 @@ def run_sweep(spec: PipelineSpec, logger: RunLogger, base_dir: Path) -> dict[str
     best = order[0]
     log.info("sweep: best trial %s (%s=%.4f): %s", best.name, sweep.metric, best.metric,
              ", ".join(f"{k}={v}" for k, v in best.values.items()))
-    logger.log_params({f"best.{k}": v for k, v in best.values.items()})
+    _log_best_params(best, logger)
     logger.log_metrics({f"best_{sweep.metric}": best.metric, "trials_finished": float(len(order)),
                         "trials_failed": float(len(results) - len(order))})
     logger.set_tags({f"{TAG_PREFIX}.best_trial": best.name, f"{TAG_PREFIX}.best_run_id": best.run_id})
@@ -80,6 +80,19 @@ def run_sweep(spec: PipelineSpec, logger: RunLogger, base_dir: Path) -> dict[str
     return {"run_id": logger.run_id, "model_uri": f"runs:/{logger.run_id}/model", "metrics": best.test_metrics,
             "task": task, "sweep": {"best_trial": best.index, "best_run_id": best.run_id, "best_values": best.values,
                                     "finished": len(order), "failed": len(results) - len(order)}}
+
+
+def _log_best_params(best: TrialResult, logger: RunLogger) -> None:
+    """`best.<key>` params; a resumed sweep whose interrupted attempt logged them already keeps those (MLflow params
+    cannot change) and says so when the best trial changed since: the tags name the current best."""
+    logged = logger.client.get_run(logger.run_id).data.params
+    params = {f"best.{k}": v for k, v in best.values.items()}
+    changed = [k for k, v in params.items() if k in logged and logged[k] != str(v)]
+    if changed:
+        get_run_logger().warning("sweep: the best trial changed since the interrupted attempt logged %s; the params "
+                                 "keep the old values, tag %s.best_trial names the new best", ", ".join(changed),
+                                 TAG_PREFIX)
+    logger.log_params({k: v for k, v in params.items() if k not in logged})
 
 
 def _finished_before(trials: list[Any], logger: RunLogger, experiment_id: str) -> set[int]:
