@@ -66,28 +66,20 @@ def run_nested(jobs: list[NestedJob], base_dir: Path, parent_run_id: str, label:
         done = next(as_completed(list(in_flight)))
         index, job = in_flight.pop(done)
         done.wait()  # as_completed can yield before the task's final state is recorded
-        state = done.state
-        if state.is_completed():
+        try:
+            # what the task raised; for a worker that died (killed, out of memory) the cluster's error, whereas
+            # the task's state in the API would still say RUNNING
             outcomes[index] = NestedOutcome(job.key, summary=done.result())
-        else:
-            outcomes[index] = NestedOutcome(job.key, error=_state_error(state))
+        except Exception as exc:  # noqa: BLE001 - a failed job is reported, not raised
+            outcomes[index] = NestedOutcome(job.key, error=f"{type(exc).__name__}: {exc}".splitlines()[0][:2000])
             get_run_logger().warning("%s failed: %s", job.key, outcomes[index].error)
     return [outcomes[i] for i in range(len(jobs))]
-
-
-def _state_error(state: Any) -> str:
-    """The exception message of a failed task state (its `message` says only 'Task run encountered an exception')."""
-    try:
-        state.result(raise_on_failure=True)
-    except BaseException as exc:  # noqa: BLE001 - we report whatever the job raised
-        return f"{type(exc).__name__}: {exc}".splitlines()[0][:2000]
-    return state.message or state.name
 
 
 def train_all(jobs: list[NestedJob], runner: RunnerConfig, max_concurrent: Optional[int], base_dir: Path,
               parent_run_id: str, label: str) -> list[NestedOutcome]:
     """Train `jobs` through `runner` (threads, Dask or Ray) as nested runs of `parent_run_id`."""
-    from flows.task_runners import build_task_runner, cluster_env, describe, exported, worker_env
+    from flows.task_runners import build_task_runner, cluster_env, describe, exported, loopback_warning, worker_env
 
     if not jobs:
         return []
@@ -99,6 +91,9 @@ def train_all(jobs: list[NestedJob], runner: RunnerConfig, max_concurrent: Optio
         _warm_imports({job.spec.kind for job in jobs})
     env = cluster_env(runner, concurrency, worker_env())
     get_run_logger().info("%s: %d jobs on %s", label, len(jobs), describe(runner, concurrency))
+    warning = loopback_warning(runner, env)
+    if warning:
+        get_run_logger().warning(warning)
     with exported(env if runner.type != "thread" else {}):
         subflow = run_nested.with_options(task_runner=build_task_runner(runner, concurrency, env))
         return subflow(jobs, base_dir, parent_run_id, label, concurrency, current_options())

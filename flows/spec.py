@@ -6,6 +6,7 @@ problems of a file are reported in one pass.
 from __future__ import annotations
 
 import copy
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,12 +166,24 @@ def resolve(project: ProjectFile, name: str, overrides: Sequence[Override] = ())
     if spec.sweep is not None and not issues:  # every trial: this pipeline with the trial's values as --set
         from tasks.sweep.trials import resolve_trials
 
-        base = list(overrides) + [Override("sweep", None, "sweep=null")]
+        base = list(overrides) + [Override("sweep", None, "sweep=null")] + _pinned_split(spec)
         issues += [_issue(project, name, path, message, origins) for path, message in resolve_trials(
-            spec, lambda values: resolve(project, name, base + parse_overrides(values)))]
+            spec, lambda values: resolve(project, name, base + [
+                Override(k, v, f"{k}={json.dumps(v)}") for k, v in values.items()]))]
     if issues:
         raise ConfigError(issues)
     return spec
+
+
+def _pinned_split(spec: PipelineSpec) -> list[Override]:
+    """Every trial of a sweep splits the data alike: `data.split.seed` is pinned to the pipeline's seed (as for a
+    fusion's members) unless the pipeline sets it or the sweep varies it, so sweeping `seed` varies only the
+    initialisation and shuffling, and all trials are ranked on one validation split."""
+    split = getattr(spec.data, "split", None)
+    swept = [k for k in spec.sweep.parameters if k in ("data", "data.split", "data.split.seed")]
+    if split is None or getattr(split, "seed", None) is not None or swept or not hasattr(split, "seed"):
+        return []
+    return [Override("data.split.seed", spec.seed, f"data.split.seed={spec.seed}")]
 
 
 def resolve_all(project: ProjectFile) -> dict[str, PipelineSpec]:

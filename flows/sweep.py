@@ -51,6 +51,10 @@ def run_sweep(spec: PipelineSpec, logger: RunLogger, base_dir: Path) -> dict[str
     for result in results:
         if result.run_id is None:  # failed before its run was opened (a lost worker): record it all the same
             result.run_id = _record_lost_trial(spec, result, experiment_id, logger)
+        elif result.status == "RUNNING" and result.index in errors:  # its worker died mid-trial: nobody closes it
+            logger.client.set_tag(result.run_id, "fuseflow.error", (errors[result.index] or "worker lost")[:5000])
+            logger.client.set_terminated(result.run_id, "FAILED")
+            result.status = "FAILED"
     order = ranked(results, mode)
     table = _log_table(results, order, sweep.metric, mode, logger)
     if not order:
@@ -64,9 +68,16 @@ def run_sweep(spec: PipelineSpec, logger: RunLogger, base_dir: Path) -> dict[str
     logger.log_metrics({f"best_{sweep.metric}": best.metric, "trials_finished": float(len(order)),
                         "trials_failed": float(len(results) - len(order))})
     logger.set_tags({f"{TAG_PREFIX}.best_trial": best.name, f"{TAG_PREFIX}.best_run_id": best.run_id})
-    task = outcomes[best.index].summary["task"] if best.index in outcomes else _task_of(best)
-    if sweep.fuse_top:
+    outcome = outcomes.get(best.index)
+    task = outcome.summary["task"] if outcome is not None and outcome.ok else _task_of(best)
+    if sweep.fuse_top and len(order) < 2:
+        log.warning("sweep: fuse_top needs 2 finished trials, %d finished: shipping the best trial", len(order))
+        logger.set_tags({f"{TAG_PREFIX}.fused_trials": "0 (fewer than 2 trials finished)"})
+    elif sweep.fuse_top:
+        if len(order) < sweep.fuse_top:
+            log.warning("sweep: fuse_top is %d but %d trials finished: fusing those", sweep.fuse_top, len(order))
         summary = _fuse_top(spec, order[:sweep.fuse_top], logger, base_dir)
+        logger.set_tags({f"{TAG_PREFIX}.fused_trials": ", ".join(r.name for r in order[:sweep.fuse_top])})
         fusion_note = logger.client.get_run(logger.run_id).data.tags.get("mlflow.note.content", "")
         logger.set_tags({"mlflow.note.content": f"{table}\n**fusion of the {sweep.fuse_top} best trials**\n\n"
                                                 f"{fusion_note}"})
@@ -137,7 +148,7 @@ def _log_table(results: list[TrialResult], order: list[TrialResult], metric: str
         write_csv(rows, folder / "trials.csv")
         (folder / "trials.md").write_text(table, encoding="utf-8")
         write_json(folder / "sweep_report.json", report_json(results, order, metric, mode))
-        plot_parallel(results, metric, mode, folder / "sweep_trials.png")
+        plot_parallel(results, order, metric, mode, folder / "sweep_trials.png")
         logger.log_artifacts(folder, "sweep")
     return table
 

@@ -30,13 +30,29 @@ def current_api_url() -> str | None:
 
 
 def worker_env() -> dict[str, str]:
-    """What a worker process needs from this one: the Prefect API in use, the MLflow store, offline settings."""
+    """What a worker process needs from this one: the Prefect API in use, the MLflow store (a relative sqlite path
+    made absolute: a worker may start in another folder), offline settings."""
     env = {key: os.environ[key] for key in SHARED_ENV if os.environ.get(key)}
     if "PREFECT_API_URL" not in env:
         url = current_api_url()
         if url:
             env["PREFECT_API_URL"] = url
+    uri = env.get("MLFLOW_TRACKING_URI", "")
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        env["MLFLOW_TRACKING_URI"] = "sqlite:///" + os.path.abspath(uri.removeprefix("sqlite:///"))
     return env
+
+
+def loopback_warning(config: RunnerConfig, env: dict[str, str]) -> str | None:
+    """A warning when workers of a remote cluster would be told to reach a Prefect API on this machine's loopback."""
+    from urllib.parse import urlparse
+
+    host = urlparse(env.get("PREFECT_API_URL", "")).hostname or ""
+    if config.address and config.address != "auto" and host in ("127.0.0.1", "localhost", "::1"):
+        return (f"runner.address {config.address}: the workers are told PREFECT_API_URL={env['PREFECT_API_URL']}, a "
+                "loopback address they cannot reach from another machine; set PREFECT_API_URL to a server they can "
+                "reach (in the workers' environment for Dask)")
+    return None
 
 
 @contextmanager
@@ -67,9 +83,10 @@ def cluster_env(config: RunnerConfig, concurrency: int, env: dict[str, str]) -> 
     """`env` plus, for a local cluster, each worker's share of the cores as torch's thread count (OMP_NUM_THREADS):
     Dask and Ray give every worker 1 thread by default, which leaves cores idle when there are more cores than
     workers; more would oversubscribe the CPU."""
-    if config.type == "thread" or config.address or os.environ.get("OMP_NUM_THREADS"):
+    if config.type == "thread" or config.address:
         return env
-    return {**env, "OMP_NUM_THREADS": str(max(1, default_workers() // local_workers(config, concurrency)))}
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, default_workers() // local_workers(config, concurrency)))
+    return {**env, "OMP_NUM_THREADS": threads}  # the user's value, when set, also wins over the clusters' default 1
 
 
 def build_task_runner(config: RunnerConfig, concurrency: int, env: dict[str, str]) -> Any:

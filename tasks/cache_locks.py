@@ -28,12 +28,31 @@ class ProcessAwareLockManager(FileSystemLockManager):
         tmp.write_text(f"{socket.gethostname()} {os.getpid()}", encoding="utf-8")
         os.replace(tmp, path)
 
-    def _owner_gone(self, key: str) -> bool:
+    def _reclaim_if_owner_gone(self, key: str) -> bool:
+        """Remove the lock when its process is gone on this host; True when it did. Several waiters may find the
+        same dead owner: the owner file is taken away by an atomic rename, so exactly one of them removes the
+        lock (the others keep waiting and then compete for a new lock as usual)."""
+        owner = self._owner_path(key)
         try:
-            host, pid = self._owner_path(key).read_text(encoding="utf-8").split()
+            host, pid = owner.read_text(encoding="utf-8").split()
         except (OSError, ValueError):
             return False  # no owner recorded yet (just acquired), or unreadable: trust the lock
-        return host == socket.gethostname() and not process_alive(int(pid))
+        if host != socket.gethostname() or process_alive(int(pid)):
+            return False
+        claimed = owner.with_name(f".{owner.name}.reclaim.{os.getpid()}.{id(self)}")
+        try:
+            os.rename(owner, claimed)
+        except FileNotFoundError:
+            return False  # another waiter reclaimed it first
+        try:
+            if claimed.read_text(encoding="utf-8").split() == [host, pid]:
+                self._lock_path_for_key(key).unlink(missing_ok=True)
+                self._locks.pop(key, None)
+                return True
+            os.rename(claimed, owner)  # a new holder's owner file appeared in between: put it back
+            return False
+        finally:
+            claimed.unlink(missing_ok=True)
 
     def _get_lock_info(self, key: str, use_cache: bool = True) -> Optional[Any]:
         try:
@@ -44,12 +63,7 @@ class ProcessAwareLockManager(FileSystemLockManager):
     def is_locked(self, key: str, use_cache: bool = False) -> bool:
         if not super().is_locked(key, use_cache):
             return False
-        if self._owner_gone(key):
-            self._lock_path_for_key(key).unlink(missing_ok=True)
-            self._owner_path(key).unlink(missing_ok=True)
-            self._locks.pop(key, None)
-            return False
-        return True
+        return not self._reclaim_if_owner_gone(key)
 
     def acquire_lock(self, key: str, holder: str, acquire_timeout: Optional[float] = None,
                      hold_timeout: Optional[float] = None) -> bool:
@@ -66,5 +80,6 @@ class ProcessAwareLockManager(FileSystemLockManager):
         return acquired
 
     def release_lock(self, key: str, holder: str) -> None:
+        if self.is_lock_holder(key, holder):  # the owner file first: a waiter may take the lock once its file is gone
+            self._owner_path(key).unlink(missing_ok=True)
         super().release_lock(key, holder)
-        self._owner_path(key).unlink(missing_ok=True)

@@ -3,6 +3,7 @@ trials) — threads in this process, a Dask cluster (prefect-dask) or a Ray clus
 from __future__ import annotations
 
 import importlib.util
+import re
 from typing import Literal, Optional
 
 from pydantic import Field, model_validator
@@ -13,6 +14,13 @@ from tasks.registry import StrictModel
 RUNNER_PACKAGES: dict[str, tuple[tuple[str, ...], str]] = {
     "dask": (("prefect_dask", "distributed"), "dask"),
     "ray": (("prefect_ray", "ray"), "ray"),
+}
+
+
+#: what a scheduler address looks like: Dask's comm schemes, Ray's client/GCS addresses
+ADDRESS = {
+    "dask": re.compile(r"^((tcp|tls|ucx|ws|wss|inproc)://[^\s/]+|[\w.-]+:\d+)$"),
+    "ray": re.compile(r"^(auto|ray://[^\s/]+|[\w.-]+:\d+)$"),
 }
 
 
@@ -32,6 +40,10 @@ class RunnerConfig(StrictModel):
     def _address_needs_cluster(self) -> "RunnerConfig":
         if self.address and self.type == "thread":
             raise ValueError("`address` names a Dask scheduler or Ray cluster: set `type: dask` or `type: ray`")
+        if self.address and not ADDRESS[self.type].match(self.address):
+            raise ValueError(f"`address` {self.address!r} is not a {self.type} address: expected "
+                             + ("tcp://HOST:PORT, HOST:PORT (or tls://, ucx://, ws://, wss://)" if self.type == "dask"
+                                else "ray://HOST:PORT, HOST:PORT or auto"))
         if self.address and self.workers:
             raise ValueError("`workers` sizes the local cluster started when there is no `address`; an existing "
                              "cluster has its own workers: remove one of the two")

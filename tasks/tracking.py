@@ -140,7 +140,8 @@ class RunLogger:
         except MlflowException as exc:
             # runs logging the same new dataset at once (sweep trials, fusion members, parallel `fuseflow run`s)
             # race to insert its row; the loser's retry finds the row and only links it to this run
-            if "UNIQUE constraint failed" not in str(exc) and "Duplicate entry" not in str(exc):
+            duplicate = ("UNIQUE constraint failed", "Duplicate entry", "duplicate key value violates unique constraint")
+            if not any(text in str(exc) for text in duplicate):
                 raise
             self.client.log_inputs(self.run_id, datasets=inputs)
 

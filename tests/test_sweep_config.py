@@ -83,6 +83,14 @@ BAD = [
     ("runner-address-on-threads", SWEEP + "    runner: {type: thread, address: 'tcp://127.0.0.1:8786'}\n",
      ["runner", "set `type: dask` or `type: ray`"]),
     ("runner-unknown-type", SWEEP + "    runner: {type: daks}\n", ["runner.type", "did you mean 'dask'"]),
+    ("runner-bad-address", SWEEP + "    runner: {type: dask, address: 'http://scheduler'}\n",
+     ["runner", "not a dask address", "tcp://HOST:PORT"]),
+    ("metric-not-logged-per-epoch", SWEEP.replace("val_accuracy", "val_rmse"),
+     ["sweep.metric", "unknown trial metric 'val_rmse'", "val_r2"]),
+    ("test-metric-not-evaluated", SWEEP.replace("val_accuracy", "test_log_loss") + "    evaluate: {metrics: [accuracy]}\n",
+     ["sweep.metric", "'test_log_loss' is not among evaluate.metrics (accuracy)"]),
+    ("soup-over-swept-architectures", SWEEP + "      fuse_top: 2\n      fuse_method: soup_uniform\n",
+     ["sweep.fuse_method", "the sweep varies model.hidden", "output-level method"]),
 ]
 
 
@@ -96,6 +104,29 @@ def test_bad_sweep_is_a_located_error(sweep, fragments, tmp_path, capsys, monkey
         assert fragment in out, f"{fragment!r} not in:\n{out}"
     assert "Traceback" not in out
     assert not (tmp_path / "mlruns").exists()
+
+
+def test_regression_sweep_cannot_fuse_or_rank_by_a_class_metric(tmp_path, capsys):
+    text = _sweep_yaml(SWEEP + "      fuse_top: 2\n").replace("name: iris}", "name: diabetes, task: regression}")
+    code, out = _run_cli(capsys, "validate", "--file", str(write_pipelines(tmp_path, text)))
+    assert code == 2 and "'val_accuracy' is not logged by a regression pipeline" in out
+    assert "a regression sweep cannot fuse_top" in out, out
+
+
+def test_trials_share_one_split_and_keep_string_values(tmp_path):
+    """Sweeping `seed` varies initialisation, not the data split (trials are ranked on one validation split); a
+    quoted string stays a string (it is not read as YAML again: "on" would become True)."""
+    from flows.spec import load_project, resolve
+
+    text = _sweep_yaml(SWEEP.replace("model.hidden: [[8], [16]]", "seed: [1, 2]")
+                       .replace("train.optimizer.lr: [0.01, 0.05]", 'description: ["on", "1.10"]'))
+    spec = resolve(load_project(write_pipelines(tmp_path, text)), "iris-tiny")
+    trials = spec.sweep.resolved_trials
+    assert [(t.spec.seed, t.spec.data.split.seed, t.spec.description) for t in trials] == [
+        (1, 7, "on"), (2, 7, "on"), (1, 7, "1.10"), (2, 7, "1.10")]
+    swept = _sweep_yaml(SWEEP.replace("model.hidden: [[8], [16]]", "data.split.seed: [1, 2]"))
+    spec = resolve(load_project(write_pipelines(tmp_path, swept)), "iris-tiny")
+    assert [t.spec.data.split.seed for t in spec.sweep.resolved_trials] == [1, 2, 1, 2]
 
 
 def test_missing_runner_package_names_the_install(tmp_path, capsys, monkeypatch):
@@ -135,12 +166,15 @@ def test_ranking_skips_failed_and_nan_trials_and_breaks_ties_by_index():
 def test_trial_metric_is_read_at_the_best_epoch():
     history = [types.SimpleNamespace(step=s, value=v) for s, v in ((1, 0.5), (2, 0.9), (3, 0.7))]
     client = types.SimpleNamespace(get_metric_history=lambda run_id, key: history)
-    run = types.SimpleNamespace(info=types.SimpleNamespace(run_id="r"),
-                                data=types.SimpleNamespace(metrics={"val_accuracy": 0.7, "best_epoch": 2.0,
-                                                                    "test_accuracy": 0.8}))
+    metrics = {"val_accuracy": 0.7, "best_epoch": 2.0, "test_accuracy": 0.8}
+    run = types.SimpleNamespace(info=types.SimpleNamespace(run_id="r"), data=types.SimpleNamespace(
+        metrics=metrics, params={"train.early_stopping.restore_best": "True"}))
     assert metric_of_run(client, run, "val_accuracy") == 0.9  # restore_best kept epoch 2's weights
     assert metric_of_run(client, run, "test_accuracy") == 0.8
     assert metric_of_run(client, run, "val_loss") is None
+    last_kept = types.SimpleNamespace(info=run.info, data=types.SimpleNamespace(
+        metrics=metrics, params={"train.early_stopping.restore_best": "False"}))
+    assert metric_of_run(client, last_kept, "val_accuracy") == 0.7  # the model keeps the last epoch's weights
 
 
 def test_plot_scale_handles_numbers_logs_and_categories():

@@ -146,6 +146,9 @@ def test_cluster_workers_get_the_flows_api_and_a_share_of_the_cores(prefect_harn
     assert task_runners.cluster_env(RunnerConfig(type="dask", workers=2), 4, {})["OMP_NUM_THREADS"] == "4"
     assert task_runners.cluster_env(RunnerConfig(type="ray"), 2, {})["OMP_NUM_THREADS"] == "4"  # 2 jobs: 2 workers
     assert "OMP_NUM_THREADS" not in task_runners.cluster_env(RunnerConfig(type="thread"), 4, {})
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's choice wins, and reaches Dask's workers (whose default is 1)
+    assert task_runners.cluster_env(RunnerConfig(type="dask", workers=2), 4, {})["OMP_NUM_THREADS"] == "3"
+    monkeypatch.delenv("OMP_NUM_THREADS")
     assert "OMP_NUM_THREADS" not in task_runners.cluster_env(RunnerConfig(type="dask", address="tcp://h:8786"), 4, {})
     # the local Dask cluster passes the environment to its workers' nannies (over Dask's OMP_NUM_THREADS=1)
     runner = task_runners.build_task_runner(RunnerConfig(type="dask", workers=2), 4, {"OMP_NUM_THREADS": "4"})
@@ -220,3 +223,42 @@ def test_resume_of_an_interrupted_sweep_runs_only_the_unfinished_trials(prefect_
         by_trial.setdefault(r.data.tags["fuseflow.sweep.trial"], []).append(r.info.status)
     assert by_trial["0"] == ["FINISHED"] and by_trial["1"] == ["FINISHED"]
     assert sorted(by_trial["2"]) == ["FINISHED", "KILLED"]
+
+
+def test_workers_get_an_absolute_store_and_a_warning_for_an_unreachable_api(monkeypatch, tmp_path):
+    from flows import task_runners
+    from tasks.runner_config import RunnerConfig
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///mlruns/mlflow.db")
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")
+    env = task_runners.worker_env()
+    assert env["MLFLOW_TRACKING_URI"] == f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    remote = RunnerConfig(type="dask", address="tcp://10.0.0.5:8786")
+    assert "cannot reach from another machine" in task_runners.loopback_warning(remote, env)
+    assert task_runners.loopback_warning(RunnerConfig(type="dask"), env) is None
+    assert task_runners.loopback_warning(remote, {"PREFECT_API_URL": "http://prefect.internal:4200/api"}) is None
+
+
+def test_fuse_top_with_one_finished_trial_ships_that_trial(prefect_harness, tmp_path, monkeypatch):
+    from tests.helpers import tracking_uri_env
+
+    (tmp_path / "sweep_nets.py").write_text(
+        "import torch.nn as nn\n\n\ndef net(in_features, out_features, width=8):\n"
+        "    if width < 0:\n        raise ValueError('no negative widths')\n"
+        "    return nn.Sequential(nn.Linear(in_features, width), nn.ReLU(), nn.Linear(width, out_features))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    text = TINY_IRIS.replace("{type: mlp, hidden: [16], activation: relu}", '{type: custom, target: "sweep_nets:net"}')
+    path = write_pipelines(tmp_path, text.replace("epochs: 4", "epochs: 2") + """\
+    sweep:
+      parameters: {model.params.width: [8, -1]}
+      metric: val_accuracy
+      fuse_top: 2
+""")
+    with tracking_uri_env(tmp_path) as uri:
+        assert main(["run", "iris-tiny", "--file", str(path)]) == 0
+        runs = runs_of(uri)
+    parent = next(r for r in runs if "fuseflow.sweep.metric" in r.data.tags)
+    assert parent.info.status == "FINISHED" and parent.data.tags["fuseflow.sweep.best_trial"] == "trial-0"
+    assert parent.data.tags["fuseflow.sweep.fused_trials"].startswith("0 (fewer than 2")
+    assert "fuseflow.fusion.method" not in parent.data.tags and "test_accuracy" in parent.data.metrics

@@ -88,9 +88,13 @@ def _normalize_parameter(value: Any) -> Any:
 Parameter = Annotated[Union[list[Any], Uniform, LogUniform, Choice], BeforeValidator(_normalize_parameter)]
 
 
+#: what both training backends log every epoch (tasks.train_torch.epoch_metrics, the hf_trainer callback)
+EPOCH_METRICS = ("train_loss", "val_loss", "val_accuracy", "val_f1_macro", "val_r2", "val_mae")
+
+
 def _known_metric_names() -> list[str]:
     names = sorted(set(CLASSIFICATION_METRICS + REGRESSION_METRICS))
-    return ["train_loss", "val_loss"] + [f"val_{m}" for m in names] + [f"test_{m}" for m in names]
+    return list(EPOCH_METRICS) + [f"test_{m}" for m in names]
 
 
 class SweepConfig(StrictModel):
@@ -124,8 +128,9 @@ class SweepConfig(StrictModel):
     def _metric(cls, value: str) -> str:
         known = _known_metric_names()
         if value not in known:
-            raise ValueError(f"unknown trial metric '{value}': name a metric every trial logs, <split>_<metric> such "
-                             f"as val_accuracy, val_loss, val_r2 or test_f1_macro{did_you_mean(value, known)}")
+            raise ValueError(f"unknown trial metric '{value}': name a metric every trial logs: an epoch metric "
+                             f"({', '.join(EPOCH_METRICS)}) or a test metric (test_accuracy, test_f1_macro, test_r2, "
+                             f"...){did_you_mean(value, known)}")
         return value
 
     @model_validator(mode="after")

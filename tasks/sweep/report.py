@@ -29,13 +29,16 @@ class TrialResult:
 
 
 def metric_of_run(client: Any, run: Any, metric: str) -> Optional[float]:
-    """The run's value of `metric`: a per-epoch validation metric at the run's `best_epoch` (the epoch whose weights
-    the model keeps, with early stopping's restore_best), else its last logged value; None if never logged."""
+    """The run's value of `metric`: a per-epoch metric at the run's `best_epoch` when the model keeps that epoch's
+    weights (early stopping's `restore_best`, hf_trainer's `best_model_metric`), else its last logged value (the
+    last epoch's weights are kept); None if never logged."""
     metrics = run.data.metrics
     if metric not in metrics:
         return None
     best_epoch = metrics.get("best_epoch")
-    if metric.startswith(("val_", "train_")) and best_epoch:
+    params = run.data.params
+    keeps_best = (params.get("train.early_stopping.restore_best") == "True" or bool(params.get("train.best_model_metric")))
+    if metric.startswith(("val_", "train_")) and best_epoch and keeps_best:
         history = client.get_metric_history(run.info.run_id, metric)
         at_best = [m.value for m in history if m.step == int(best_epoch)]
         if at_best:
@@ -111,7 +114,7 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
-def plot_parallel(results: list[TrialResult], metric: str, mode: str, path: Path) -> Path:
+def plot_parallel(results: list[TrialResult], order: list[TrialResult], metric: str, mode: str, path: Path) -> Path:
     """Parallel coordinates: one axis per parameter plus the metric, one line per finished trial coloured by the
     metric (the best trial drawn thick); categorical values (lists, strings) get one tick each."""
     import matplotlib
@@ -120,7 +123,7 @@ def plot_parallel(results: list[TrialResult], metric: str, mode: str, path: Path
     import matplotlib.pyplot as plt
     from matplotlib import cm, colors
 
-    done = [r for r in results if r.metric is not None]
+    done = sorted(order, key=lambda r: r.index)  # the ranked trials: finished, with a number for the metric
     keys = list(results[0].values) if results else []
     axes_names = keys + [metric]
     fig, ax = plt.subplots(figsize=(max(6.0, 2.2 * len(axes_names)), 4.5))
@@ -137,7 +140,7 @@ def plot_parallel(results: list[TrialResult], metric: str, mode: str, path: Path
         values = [r.metric for r in done]
         norm = colors.Normalize(min(values), max(values) if max(values) > min(values) else min(values) + 1e-9)
         cmap = matplotlib.colormaps["viridis"]
-        best = max(range(len(done)), key=lambda i: values[i] if mode == "max" else -values[i])
+        best = done.index(order[0])
         xs = list(range(len(axes_names)))
         for i, r in enumerate(done):
             ys = [col[i] for col in columns]
@@ -153,11 +156,9 @@ def plot_parallel(results: list[TrialResult], metric: str, mode: str, path: Path
         ax.set_ylim(-0.08, 1.08)
         fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=metric)
     failed = len(results) - len(done)
-    best_name = ""
-    if done:
-        best_name = ", best " + max(done, key=lambda r: r.metric if mode == "max" else -r.metric).name + " (thick)"
+    best_name = f", best {order[0].name} (thick)" if order else ""
     ax.set_title(f"sweep: {len(done)} trials by {metric} ({mode}){best_name}"
-                 + (f", {failed} failed (not drawn)" if failed else ""), fontsize=9)
+                 + (f", {failed} not drawn (failed or no {metric})" if failed else ""), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

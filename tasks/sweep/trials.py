@@ -47,4 +47,31 @@ def resolve_trials(spec: Any, resolve_trial: ResolveTrial) -> list[Issue]:
             continue
         trials.append(trial)
     sweep._trials = trials
+    if trials and not issues:
+        issues += _check_against(sweep, trials[0].spec)
+    return issues
+
+
+def _check_against(sweep: Any, trial_spec: Any) -> list[Issue]:
+    """What only the trial's pipeline can tell: is the metric logged, can the best trials be fused."""
+    from tasks.evaluate import CLASSIFICATION_METRICS, REGRESSION_METRICS
+
+    issues: list[Issue] = []
+    task = getattr(trial_spec.data, "task", "auto")
+    name = sweep.metric.split("_", 1)[1]
+    wrong_task = {"classification": REGRESSION_METRICS, "regression": CLASSIFICATION_METRICS}.get(task, ())
+    if name in wrong_task:
+        issues.append((("sweep", "metric"), f"'{sweep.metric}' is not logged by a {task} pipeline"))
+    chosen = trial_spec.evaluate.metrics
+    if sweep.metric.startswith("test_") and chosen is not None and name not in chosen:
+        issues.append((("sweep", "metric"), f"'{sweep.metric}' is not among evaluate.metrics ({', '.join(chosen)}): "
+                                            f"add '{name}' there or rank by another metric"))
+    if sweep.fuse_top:
+        if task == "regression":
+            issues.append((("sweep", "fuse_top"), "fusion combines classifiers: a regression sweep cannot fuse_top"))
+        varied = [k for k in sweep.parameters if k.split(".")[0] in ("model", "preprocess", "data")]
+        if sweep.fuse_method.level == "weights" and varied:
+            issues.append((("sweep", "fuse_method"), f"a soup averages the weights of one architecture on one "
+                                                     f"data layout, but the sweep varies {', '.join(varied)}: use "
+                                                     "an output-level method (mean, weighted, greedy)"))
     return issues
