@@ -17,7 +17,7 @@ from prefect.futures import as_completed
 from tasks.caching import CacheOptions, cache_options, current_options, independent_steps
 from tasks.pipeline_config import PipelineSpec
 from tasks.runner_config import RunnerConfig
-from tasks.tracking import resolve_tracking_uri
+from tasks.tracking import absolute_uri, resolve_tracking_uri
 
 
 @dataclass
@@ -79,7 +79,7 @@ def run_nested(jobs: list[NestedJob], base_dir: Path, parent_run_id: str, label:
 def train_all(jobs: list[NestedJob], runner: RunnerConfig, max_concurrent: Optional[int], base_dir: Path,
               parent_run_id: str, label: str) -> list[NestedOutcome]:
     """Train `jobs` through `runner` (threads, Dask or Ray) as nested runs of `parent_run_id`."""
-    from flows.task_runners import build_task_runner, cluster_env, describe, exported, loopback_warning, worker_env
+    from flows.task_runners import build_task_runner, cluster_env, describe, loopback_warning, worker_env
 
     if not jobs:
         return []
@@ -94,17 +94,14 @@ def train_all(jobs: list[NestedJob], runner: RunnerConfig, max_concurrent: Optio
     warning = loopback_warning(runner, env)
     if warning:
         get_run_logger().warning(warning)
-    with exported(env if runner.type != "thread" else {}):
-        subflow = run_nested.with_options(task_runner=build_task_runner(runner, concurrency, env))
-        return subflow(jobs, base_dir, parent_run_id, label, concurrency, current_options())
+    subflow = run_nested.with_options(task_runner=build_task_runner(runner, concurrency, env))
+    return subflow(jobs, base_dir, parent_run_id, label, concurrency, current_options())
 
 
 def _portable(job: NestedJob) -> NestedJob:
     """The job with a tracking URI that means the same store in any process (a relative sqlite path is made
     absolute: a cluster worker may run in another folder)."""
-    uri = resolve_tracking_uri(job.spec.tracking.uri)
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        uri = "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).resolve())
+    uri = absolute_uri(resolve_tracking_uri(job.spec.tracking.uri))
     if uri == job.spec.tracking.uri:
         return job
     tracking = job.spec.tracking.model_copy(update={"uri": uri})

@@ -10,6 +10,7 @@ from typing import Any
 
 from prefect import get_run_logger
 
+from flows.tracking_run import TAG_ERROR
 from tasks.pipeline_config import PipelineSpec, TrackingConfig
 from tasks.sweep.report import (TAG_TRIAL, TrialResult, collect, markdown, plot_parallel, ranked, report_json,
                                 table_rows, trial_runs, write_csv)
@@ -52,7 +53,7 @@ def run_sweep(spec: PipelineSpec, logger: RunLogger, base_dir: Path) -> dict[str
         if result.run_id is None:  # failed before its run was opened (a lost worker): record it all the same
             result.run_id = _record_lost_trial(spec, result, experiment_id, logger)
         elif result.status == "RUNNING" and result.index in errors:  # its worker died mid-trial: nobody closes it
-            logger.client.set_tag(result.run_id, "fuseflow.error", (errors[result.index] or "worker lost")[:5000])
+            logger.client.set_tag(result.run_id, TAG_ERROR, (errors[result.index] or "worker lost")[:5000])
             logger.client.set_terminated(result.run_id, "FAILED")
             result.status = "FAILED"
     order = ranked(results, mode)
@@ -68,8 +69,6 @@ def run_sweep(spec: PipelineSpec, logger: RunLogger, base_dir: Path) -> dict[str
     logger.log_metrics({f"best_{sweep.metric}": best.metric, "trials_finished": float(len(order)),
                         "trials_failed": float(len(results) - len(order))})
     logger.set_tags({f"{TAG_PREFIX}.best_trial": best.name, f"{TAG_PREFIX}.best_run_id": best.run_id})
-    outcome = outcomes.get(best.index)
-    task = outcome.summary["task"] if outcome is not None and outcome.ok else _task_of(best)
     if sweep.fuse_top and len(order) < 2:
         log.warning("sweep: fuse_top needs 2 finished trials, %d finished: shipping the best trial", len(order))
         logger.set_tags({f"{TAG_PREFIX}.fused_trials": "0 (fewer than 2 trials finished)"})
@@ -89,7 +88,7 @@ def run_sweep(spec: PipelineSpec, logger: RunLogger, base_dir: Path) -> dict[str
         logger.log_artifacts(Path(tmp) / "model", "model")
     logger.log_metrics(best.test_metrics)
     return {"run_id": logger.run_id, "model_uri": f"runs:/{logger.run_id}/model", "metrics": best.test_metrics,
-            "task": task, "sweep": {"best_trial": best.index, "best_run_id": best.run_id, "best_values": best.values,
+            "task": _task_of(best), "sweep": {"best_trial": best.index, "best_run_id": best.run_id, "best_values": best.values,
                                     "finished": len(order), "failed": len(results) - len(order)}}
 
 
@@ -115,6 +114,7 @@ def _finished_before(trials: list[Any], logger: RunLogger, experiment_id: str) -
 
 
 def _task_of(result: TrialResult) -> str:
+    """classification or regression, told by the trial's test metric names."""
     from tasks.evaluate import CLASSIFICATION_METRICS
 
     names = {k.removeprefix("test_") for k in result.test_metrics}
@@ -125,7 +125,7 @@ def _record_lost_trial(spec: PipelineSpec, result: TrialResult, experiment_id: s
     """A FAILED nested run for a trial that failed before it could open its own (its worker died, say)."""
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-    from flows.tracking_run import TAG_ERROR, TAG_PIPELINE
+    from flows.tracking_run import TAG_PIPELINE
 
     run = parent.client.create_run(experiment_id, run_name=f"{spec.tracking.run_name or spec.name}/{result.name}",
                                    tags={MLFLOW_PARENT_RUN_ID: parent.run_id, TAG_TRIAL: str(result.index),

@@ -2,14 +2,14 @@
 
 Workers of a local Dask or Ray cluster are separate processes: they must talk to the same Prefect API as the flow
 (else each starts a temporary server of its own, several seconds each) and find the same MLflow store and
-offline settings. A local cluster inherits them from this process's environment, set before it starts."""
+offline settings. They get them explicitly: through the Dask nannies' `env`, or Ray's `runtime_env`."""
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 from tasks.runner_config import RunnerConfig
+from tasks.tracking import absolute_uri
 
 #: settings a worker process must share with the flow (when set here)
 SHARED_ENV = ("PREFECT_API_URL", "PREFECT_API_KEY", "MLFLOW_TRACKING_URI", "FUSEFLOW_CACHE_DIR",
@@ -37,9 +37,8 @@ def worker_env() -> dict[str, str]:
         url = current_api_url()
         if url:
             env["PREFECT_API_URL"] = url
-    uri = env.get("MLFLOW_TRACKING_URI", "")
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        env["MLFLOW_TRACKING_URI"] = "sqlite:///" + os.path.abspath(uri.removeprefix("sqlite:///"))
+    if "MLFLOW_TRACKING_URI" in env:
+        env["MLFLOW_TRACKING_URI"] = absolute_uri(env["MLFLOW_TRACKING_URI"])
     return env
 
 
@@ -55,23 +54,13 @@ def loopback_warning(config: RunnerConfig, env: dict[str, str]) -> str | None:
     return None
 
 
-@contextmanager
-def exported(env: dict[str, str]) -> Iterator[None]:
-    """`env` in os.environ while a local cluster starts (its processes inherit it); restored afterwards."""
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 def default_workers() -> int:
     return max(1, os.cpu_count() or 1)
+
+
+def thread_workers(config: RunnerConfig, concurrency: int) -> int:
+    """Threads of the thread runner: `workers`, at most `concurrency`."""
+    return min(config.workers or concurrency, concurrency)
 
 
 def local_workers(config: RunnerConfig, concurrency: int) -> int:
@@ -94,11 +83,10 @@ def build_task_runner(config: RunnerConfig, concurrency: int, env: dict[str, str
     missing = config.missing_packages()
     if missing:
         raise RuntimeError(missing)
-    workers = local_workers(config, concurrency)
     if config.type == "thread":
         from prefect.task_runners import ThreadPoolTaskRunner
 
-        return ThreadPoolTaskRunner(max_workers=max(1, min(config.workers or concurrency, concurrency)))
+        return ThreadPoolTaskRunner(max_workers=thread_workers(config, concurrency))
     if config.type == "dask":
         from prefect_dask import DaskTaskRunner
 
@@ -106,18 +94,18 @@ def build_task_runner(config: RunnerConfig, concurrency: int, env: dict[str, str
             return DaskTaskRunner(address=config.address)
         # one single-threaded worker process per trial: torch already uses the cores of each process
         # `env` reaches the workers through their nannies and wins over Dask's own OMP_NUM_THREADS=1
-        return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
+        return DaskTaskRunner(cluster_kwargs={"n_workers": local_workers(config, concurrency), "threads_per_worker": 1, "processes": True,
                                               "dashboard_address": None, "silence_logs": 40, "env": env})
     from prefect_ray import RayTaskRunner
 
     init = {"runtime_env": {"env_vars": env}, "include_dashboard": False, "log_to_driver": True}
     if config.address:
         return RayTaskRunner(address=config.address, init_kwargs=init)
-    return RayTaskRunner(init_kwargs={**init, "num_cpus": workers})
+    return RayTaskRunner(init_kwargs={**init, "num_cpus": local_workers(config, concurrency)})
 
 
 def describe(config: RunnerConfig, concurrency: int) -> str:
     if config.type == "thread":
-        return f"threads (up to {min(config.workers or concurrency, concurrency)} at once)"
+        return f"threads (up to {thread_workers(config, concurrency)} at once)"
     where = config.address or f"a local cluster of {local_workers(config, concurrency)} workers"
     return f"{config.type} on {where}"

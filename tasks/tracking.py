@@ -11,6 +11,13 @@ MAX_PARAMS_PER_BATCH = 100
 MAX_PARAM_LENGTH = 6000
 
 
+def absolute_uri(uri: str) -> str:
+    """`uri` with a relative sqlite path made absolute: the same store from any working folder or process."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + os.path.abspath(uri.removeprefix("sqlite:///"))
+    return uri
+
+
 def resolve_tracking_uri(configured: str | None = None) -> str:
     """MLFLOW_TRACKING_URI, else the YAML's `tracking.uri`, else the project's sqlite store (created on demand)."""
     uri = os.environ.get("MLFLOW_TRACKING_URI") or configured or DEFAULT_TRACKING_URI
