@@ -223,12 +223,10 @@ def test_the_logger_is_not_part_of_the_key():
 def test_text_training_is_reused_and_invalidated_by_its_config(prefect_harness, project_dir, tracking_uri,
                                                                monkeypatch):
     from flows.pipeline import run_pipeline
-    from tests.text_helpers import ham_spam_rows, text_pipelines, train_tokenizer, write_csv
+    from tests.text_helpers import spam_project, text_pipelines
 
     monkeypatch.delenv("FUSEFLOW_CACHE_DIR", raising=False)
-    rows = ham_spam_rows(60, seed=1)
-    write_csv(project_dir / "spam.csv", rows)
-    train_tokenizer(project_dir / "tokenizer", [t for t, _ in rows])
+    spam_project(project_dir, 60, seed=1)
     write_pipelines(project_dir, text_pipelines(project_dir / "spam.csv", project_dir / "tokenizer", "torch", 1))
     first = run_pipeline("spam-tiny", None, "pipelines.yaml")
     again = run_pipeline("spam-tiny", None, "pipelines.yaml")

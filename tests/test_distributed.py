@@ -312,11 +312,9 @@ def test_text_torch_backend_trains_distributed_with_length_grouping(prefect_harn
     from mlflow import MlflowClient
 
     from flows.pipeline import run_pipeline
-    from tests.text_helpers import ham_spam_rows, text_pipelines, train_tokenizer, write_csv
+    from tests.text_helpers import spam_project, text_pipelines
 
-    rows = ham_spam_rows(120, seed=0)
-    write_csv(tmp_path / "spam.csv", rows)
-    train_tokenizer(tmp_path / "tokenizer", [t for t, _ in rows])
+    spam_project(tmp_path)
     text = text_pipelines(tmp_path / "spam.csv", tmp_path / "tokenizer", "torch", EPOCHS, name="spam-ddp")
     text = text.replace("      batch_size: 16\n", "      batch_size: 16\n      distributed: {nproc_per_node: 2}\n")
     text = text.replace("tokenize: {max_length: 16}", "tokenize: {max_length: 16, group_by_length: true}")

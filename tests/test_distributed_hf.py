@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from tests.text_helpers import TINY_BERT, ham_spam_rows, text_pipelines, train_tokenizer, write_csv
+from tests.text_helpers import TINY_BERT, ham_spam_rows, spam_project, text_pipelines, train_tokenizer
 
 EPOCHS = 3  # an epoch takes ~0.1 s here: the run's time is torchrun's start
 EPOCH_METRICS = ("train_loss", "val_loss", "val_accuracy", "val_f1_macro", "lr")
@@ -23,9 +23,7 @@ def hf_ddp_project(tmp_path_factory, prefect_harness):
     from tests.helpers import tracking_uri_env
 
     folder = tmp_path_factory.mktemp("hf-ddp-project")
-    rows = ham_spam_rows(120, seed=0)
-    write_csv(folder / "spam.csv", rows)
-    train_tokenizer(folder / "tokenizer", [t for t, _ in rows])
+    spam_project(folder)
     text = text_pipelines(folder / "spam.csv", folder / "tokenizer", "hf_trainer", EPOCHS, name="spam-hf-ddp")
     text = text.replace("      batch_size: 16\n", "      batch_size: 8\n")  # per process: 16 rows a step, as 1 process
     (folder / "pipelines.yaml").write_text(text + DISTRIBUTED, encoding="utf-8")

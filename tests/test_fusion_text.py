@@ -8,7 +8,7 @@ import mlflow
 import pytest
 
 from tests.helpers import write_pipelines
-from tests.text_helpers import ham_spam_rows, text_pipelines, train_tokenizer, write_csv
+from tests.text_helpers import spam_project, text_pipelines
 
 FUSION = """\
   spam-fusion:
@@ -26,9 +26,7 @@ FUSION = """\
 @pytest.fixture(scope="module")
 def text_fusion(tmp_path_factory, prefect_harness):
     folder = tmp_path_factory.mktemp("text-fusion")
-    rows = ham_spam_rows(120, seed=0)
-    write_csv(folder / "spam.csv", rows)
-    train_tokenizer(folder / "tokenizer", [t for t, _ in rows])
+    spam_project(folder)
     path = write_pipelines(folder, text_pipelines(folder / "spam.csv", folder / "tokenizer", "torch", 2) + FUSION)
     uri = f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}"
     old = os.environ.get("MLFLOW_TRACKING_URI")

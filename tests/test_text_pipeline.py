@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import runs_of, tracking_uri_env
-from tests.text_helpers import ham_spam_rows, text_pipelines, train_tokenizer, write_csv
+from tests.text_helpers import spam_project, text_pipelines, write_csv
 
 EPOCH_METRICS = ("train_loss", "val_loss", "val_accuracy", "val_f1_macro")
 EPOCHS = 3
@@ -17,9 +17,7 @@ EPOCHS = 3
 def text_project(tmp_path_factory, prefect_harness):
     """A project folder with a ham/spam CSV, a WordPiece tokenizer, and one run of each backend."""
     folder = tmp_path_factory.mktemp("text-project")
-    rows = ham_spam_rows(120, seed=0)
-    write_csv(folder / "spam.csv", rows)
-    train_tokenizer(folder / "tokenizer", [t for t, _ in rows])
+    spam_project(folder)
     yaml_text = text_pipelines(folder / "spam.csv", folder / "tokenizer", "hf_trainer", EPOCHS, name="spam-hf")
     yaml_text += text_pipelines(folder / "spam.csv", folder / "tokenizer", "torch", EPOCHS,
                                 name="spam-torch").split("pipelines:\n", 1)[1]

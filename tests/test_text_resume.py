@@ -7,7 +7,7 @@ import math
 import pytest
 
 from tests.helpers import runs_of
-from tests.text_helpers import ham_spam_rows, text_pipelines, train_tokenizer, write_csv
+from tests.text_helpers import spam_project, text_pipelines
 
 EPOCHS = 3
 EPOCH_METRICS = ("train_loss", "val_loss", "val_accuracy", "val_f1_macro")
@@ -53,9 +53,7 @@ def test_text_training_interrupted_after_epoch_two_resumes_like_an_uninterrupted
 
     from flows.pipeline import run_pipeline
 
-    rows = ham_spam_rows(120, seed=0)
-    write_csv(project_dir / "spam.csv", rows)
-    train_tokenizer(project_dir / "tokenizer", [t for t, _ in rows])
+    spam_project(project_dir)
     (project_dir / "pipelines.yaml").write_text(
         text_pipelines(project_dir / "spam.csv", project_dir / "tokenizer", backend, EPOCHS) + extra, encoding="utf-8")
     client = MlflowClient(tracking_uri)

@@ -8,14 +8,13 @@ import pytest
 import tasks.pipeline_config  # noqa: F401 - registers the data sources
 from tasks.registry import DATA_SOURCES
 from tasks.tokenize import TextBatches, TokenizeConfig, tokenize_splits, tokenizer_signature
-from tests.text_helpers import ham_spam_rows, train_tokenizer, write_csv
+from tests.text_helpers import spam_project
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("tokenize")
-    rows = ham_spam_rows(80, seed=4)
-    return write_csv(folder / "spam.csv", rows), train_tokenizer(folder / "tokenizer", [t for t, _ in rows])
+    return spam_project(folder, 80, seed=4)
 
 
 def _splits(csv_path: Path):

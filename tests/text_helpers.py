@@ -36,6 +36,12 @@ def write_csv(path: Path, rows: list[tuple[str, str]], header: tuple[str, str] =
     return path
 
 
+def spam_project(folder: Path, n: int = 120, seed: int = 0) -> tuple[Path, Path]:
+    """`folder/spam.csv` with `n` ham/spam rows and `folder/tokenizer` trained on their texts: (csv, tokenizer)."""
+    rows = ham_spam_rows(n, seed=seed)
+    return write_csv(folder / "spam.csv", rows), train_tokenizer(folder / "tokenizer", [t for t, _ in rows])
+
+
 def train_tokenizer(folder: Path, texts: list[str]) -> Path:
     """A lower-casing WordPiece tokenizer trained with `tokenizers` on `texts`, saved as a transformers folder."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
