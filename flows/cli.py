@@ -5,8 +5,8 @@ import argparse
 import sys
 from typing import Any, Sequence
 
-from flows.env import apply_defaults
-from flows.spec import DEFAULT_FILE
+from flows.env import environment, quiet_defaults
+from flows.spec.project import DEFAULT_FILE
 from tasks.errors import ConfigError
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_CONFIG = 0, 1, 2
@@ -26,16 +26,17 @@ def _print_config_error(err: ConfigError) -> None:
 def cmd_list(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from flows.spec import load_project, resolve
+    from flows.spec.project import load_project
+    from flows.spec.resolve import resolve
 
     project = load_project(args.file)
     table = Table("pipeline", "kind", "description", "schedule", title=f"pipelines in {args.file}")
     for name in project.names:
         try:
-            spec = resolve(project, name)
-            kind = getattr(spec, "kind", "training")
+            resolved = resolve(project, name)
+            spec = resolved.spec
             schedules = ", ".join(_describe_schedule(s) for s in spec.schedule) or "-"
-            table.add_row(name, kind, spec.description, schedules)
+            table.add_row(name, resolved.describe(), spec.description, schedules)
         except ConfigError:
             table.add_row(name, "[red]invalid[/red]", "(run `fuseflow validate`)", "")
     _console().print(table)
@@ -53,15 +54,17 @@ def _describe_schedule(schedule: Any) -> str:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from flows.spec import load_project, resolve_all
+    from flows.spec.project import load_project
+    from flows.spec.resolve import resolve_all
 
     specs = resolve_all(load_project(args.file))
     print(f"{args.file}: {len(specs)} pipeline(s) valid: {', '.join(specs)}")
     return EXIT_OK
 
 
-def _choose_prefect_api(project_dir: str) -> str | None:
-    """Point Prefect at a running server when there is one (before Prefect is imported); None if the named one is down."""
+def _choose_prefect_api(project_dir: str) -> Any:
+    """The Prefect API a run uses (a running server when there is one: see flows/server.py), decided before Prefect
+    is imported; None (with the error printed) when the server PREFECT_API_URL names is down."""
     from flows.server import PrefectServerDown, choose_prefect_api
 
     try:
@@ -74,7 +77,9 @@ def _choose_prefect_api(project_dir: str) -> str | None:
 def cmd_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from flows.spec import load_project, parse_overrides, resolve
+    from flows.spec.overrides import parse_overrides
+    from flows.spec.project import load_project
+    from flows.spec.resolve import resolve
 
     overrides = parse_overrides(args.set)
     resolve(load_project(args.file), args.name, overrides)  # config errors exit 2 before anything starts
@@ -98,16 +103,18 @@ def cmd_rerun(args: argparse.Namespace) -> int:
                        lambda: rerun(args.run_id, args.tracking_uri, args.use_cache), print_rerun)
 
 
-def _report_run(label: str, prefect_api: str, call: Any, show: Any) -> int:
-    """Run `call` with tracebacks routed to a log file; exit code and one-line errors as the CLI promises."""
+def _report_run(label: str, prefect_api: Any, call: Any, show: Any) -> int:
+    """Run `call` against `prefect_api` (a `PrefectApiChoice`) with tracebacks routed to a log file; exit code and
+    one-line errors as the CLI promises."""
     import logging
 
     from flows.logs import route_tracebacks_to_file
 
     log_file = route_tracebacks_to_file(label)
-    logging.getLogger("fuseflow").info(prefect_api)
+    logging.getLogger("fuseflow").info(prefect_api.description)
     try:
-        summary = call()
+        with environment(prefect_api.env):
+            summary = call()
     except KeyboardInterrupt:
         print("error: interrupted; the MLflow run is marked KILLED", file=sys.stderr)
         return 130
@@ -200,11 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    apply_defaults()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        with quiet_defaults():  # before any command imports Prefect or MLflow; put back when it returns
+            return args.func(args)
     except ConfigError as err:
         _print_config_error(err)
         return EXIT_CONFIG

@@ -9,14 +9,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from tasks.errors import ConfigError, ConfigIssue, did_you_mean
-from tasks.schedule_config import CronSchedule, IntervalSchedule, RRuleSchedule
+from tasks.pipeline.schedule import CronSchedule, IntervalSchedule, RRuleSchedule
 
 if TYPE_CHECKING:  # pragma: no cover
     from prefect.deployments.runner import RunnerDeployment
     from prefect.schedules import Schedule
 
-    from flows.spec import ProjectFile
-    from tasks.pipeline_config import PipelineSpec
+    from flows.spec.project import ProjectFile
+    from tasks.pipeline.spec import PipelineSpec
 
 #: the name of the Prefect flow every pipeline runs as (`flows.pipeline.run_pipeline`); deployments are FLOW/PIPELINE
 FLOW_NAME = "fuseflow"
@@ -63,15 +63,15 @@ def build_deployment(spec: "PipelineSpec", file: Path) -> "RunnerDeployment":
 
 def select(project: "ProjectFile", names: Sequence[str]) -> dict[str, "PipelineSpec"]:
     """The validated specs to serve: the named ones, or all; every config problem of the file is reported."""
-    from flows.spec import resolve_all
+    from flows.spec.resolve import resolve_all
 
     unknown = [n for n in names if n not in project.pipelines]
     if unknown:
         raise ConfigError([ConfigIssue(f"unknown pipeline '{n}'{did_you_mean(n, project.names)} "
                                        f"(pipelines: {', '.join(project.names)})", file=str(project.path))
                            for n in unknown])
-    specs = resolve_all(project)
-    return {n: specs[n] for n in (names or project.names)}
+    resolved = resolve_all(project)
+    return {n: resolved[n].spec for n in (names or project.names)}
 
 
 def api_url() -> str:
@@ -122,7 +122,7 @@ def serve_pipelines(file: str | Path, names: Sequence[str] = (), out: Any = None
     """Create or update one deployment per pipeline and serve them until Ctrl-C (or SIGTERM)."""
     from prefect import serve
 
-    from flows.spec import load_project
+    from flows.spec.project import load_project
 
     out = out or sys.stdout
     project = load_project(file)

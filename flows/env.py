@@ -1,7 +1,13 @@
-"""Process-wide defaults applied before Prefect or MLflow is imported (the user's environment always wins)."""
+"""Environment settings a command needs while it runs, set for the call and put back after (the user's values win).
+
+`quiet_defaults()` holds the offline-friendly defaults (no telemetry, a longer start-up timeout for Prefect's
+temporary server) while a CLI command runs; `environment(...)` sets any variables for a block.
+"""
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
+from typing import ContextManager, Iterator, Mapping
 
 QUIET_DEFAULTS = {
     # no telemetry calls from the ephemeral Prefect server (they fail offline and log errors)
@@ -16,6 +22,24 @@ QUIET_DEFAULTS = {
 }
 
 
-def apply_defaults() -> None:
-    for key, value in QUIET_DEFAULTS.items():
-        os.environ.setdefault(key, value)
+@contextmanager
+def environment(values: Mapping[str, str], keep_existing: bool = False) -> Iterator[None]:
+    """`values` in `os.environ` inside the block (with `keep_existing`, only where a variable is unset); every
+    variable is restored (or removed) when the block ends."""
+    saved = {key: os.environ.get(key) for key in values}
+    for key, value in values.items():
+        if not (keep_existing and saved[key] is not None):
+            os.environ[key] = value
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def quiet_defaults() -> ContextManager[None]:
+    """The quiet defaults where the user has not set them, for the duration of a command."""
+    return environment(QUIET_DEFAULTS, keep_existing=True)

@@ -6,6 +6,8 @@ import os
 import time
 from pathlib import Path
 
+from tasks.paths import LOG_DIR
+
 LOG_DIR_ENV = "FUSEFLOW_LOG_DIR"
 
 
@@ -26,7 +28,7 @@ class _NoTraceback(logging.Formatter):
 
 
 def log_dir() -> Path:
-    return Path(os.environ.get(LOG_DIR_ENV, ".fuseflow/logs"))
+    return Path(os.environ[LOG_DIR_ENV]) if os.environ.get(LOG_DIR_ENV) else LOG_DIR
 
 
 def route_tracebacks_to_file(name: str) -> Path:

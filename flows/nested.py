@@ -14,18 +14,19 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 
-from tasks.caching import CacheOptions, cache_options, current_options, independent_steps
-from tasks.pipeline_config import PipelineSpec
-from tasks.runner_config import RunnerConfig
-from tasks.tracking import absolute_uri, resolve_tracking_uri
+from flows.bodies.training import run_training
+from tasks.cache.policy import CacheOptions, cache_options, current_options, independent_steps
+from tasks.pipeline.resolved import ResolvedPipeline
+from tasks.pipeline.runner import RunnerConfig
+from tasks.tracking.logger import absolute_uri, resolve_tracking_uri
 
 
 @dataclass
 class NestedJob:
-    """One pipeline to train in a nested run: `key` names it in logs and the Prefect UI (member name, trial-3)."""
+    """One training pipeline to run in a nested run: `key` names it in logs and the Prefect UI (member, trial-3)."""
 
     key: str
-    spec: PipelineSpec
+    pipeline: ResolvedPipeline
     overrides: dict[str, Any] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
 
@@ -43,19 +44,19 @@ class NestedOutcome:
 
 @task(name="train-nested", task_run_name="train-{job.key}", cache_policy=NO_CACHE, persist_result=False)
 def train_nested(job: NestedJob, base_dir: Path, parent_run_id: str, cache: CacheOptions) -> dict[str, Any]:
-    """Run the job's pipeline body in a nested MLflow run (in this process, a thread, or a cluster worker)."""
-    from flows.pipeline import runner_for
+    """Train the job's pipeline in a nested MLflow run (in this process, a thread, or a cluster worker)."""
     from flows.tracking_run import tracked_run
 
-    with tracked_run(job.spec, job.overrides, base_dir, parent_run_id=parent_run_id, extra_tags=job.tags) as logger, \
-            cache_options(cache.folder, cache.refresh), independent_steps():
-        return runner_for(job.spec.kind)(job.spec, logger, base_dir)
+    with tracked_run(job.pipeline.spec, job.overrides, base_dir, parent_run_id=parent_run_id,
+                     extra_tags=job.tags) as logger, cache_options(cache.folder, cache.refresh), independent_steps():
+        return run_training(job.pipeline, logger, base_dir)
 
 
 @flow(name="fuseflow-nested", flow_run_name="{label}", persist_result=False, validate_parameters=False)
-def run_nested(jobs: list[NestedJob], base_dir: Path, parent_run_id: str, label: str, max_concurrent: int,
+def run_nested(jobs: list[Any], base_dir: Path, parent_run_id: str, label: str, max_concurrent: int,
                cache: CacheOptions) -> list[NestedOutcome]:
-    """Submit the jobs, keeping at most `max_concurrent` in flight; one outcome per job, in the jobs' order."""
+    """Submit the jobs (`NestedJob`s), keeping at most `max_concurrent` in flight; one outcome per job, in order.
+    (`jobs` is typed loosely: Prefect builds this flow's parameter schema when the module is imported.)"""
     queue = list(enumerate(jobs))
     in_flight: dict[Any, tuple[int, NestedJob]] = {}
     outcomes: dict[int, NestedOutcome] = {}
@@ -88,7 +89,7 @@ def train_all(jobs: list[NestedJob], runner: RunnerConfig, max_concurrent: Optio
     base_dir = Path(base_dir).resolve()
     if runner.type == "thread":
         _guard_progress_bars()
-        _warm_imports({job.spec.kind for job in jobs})
+        _warm_imports({job.pipeline.modality for job in jobs})
     env = cluster_env(runner, concurrency, worker_env())
     get_run_logger().info("%s: %d jobs on %s", label, len(jobs), describe(runner, concurrency))
     warning = loopback_warning(runner, env)
@@ -101,11 +102,13 @@ def train_all(jobs: list[NestedJob], runner: RunnerConfig, max_concurrent: Optio
 def _portable(job: NestedJob) -> NestedJob:
     """The job with a tracking URI that means the same store in any process (a relative sqlite path is made
     absolute: a cluster worker may run in another folder)."""
-    uri = absolute_uri(resolve_tracking_uri(job.spec.tracking.uri))
-    if uri == job.spec.tracking.uri:
+    spec = job.pipeline.spec
+    uri = absolute_uri(resolve_tracking_uri(spec.tracking.uri))
+    if uri == spec.tracking.uri:
         return job
-    tracking = job.spec.tracking.model_copy(update={"uri": uri})
-    return NestedJob(job.key, job.spec.model_copy(update={"tracking": tracking}), job.overrides, job.tags)
+    tracking = spec.tracking.model_copy(update={"uri": uri})
+    pipeline = ResolvedPipeline(spec.model_copy(update={"tracking": tracking}))
+    return NestedJob(job.key, pipeline, job.overrides, job.tags)
 
 
 def _guard_progress_bars() -> None:
@@ -116,14 +119,13 @@ def _guard_progress_bars() -> None:
     std.tqdm.get_lock()
 
 
-def _warm_imports(kinds: set[str]) -> None:
+def _warm_imports(modalities: set[str]) -> None:
     """Import, in this one thread, what the job bodies import: two threads resolving a lazy module's names at
     once (transformers) fail with "cannot import name 'AutoTokenizer' from 'transformers'"."""
-    from flows.pipeline import runner_for
+    from tasks.registry import load_components
 
-    for kind in kinds:
-        runner_for(kind)
-    if "text" in kinds:
+    load_components()
+    if "text" in modalities:
         import mlflow.transformers  # noqa: F401
         import transformers
         from transformers import trainer_pt_utils  # noqa: F401
@@ -132,6 +134,6 @@ def _warm_imports(kinds: set[str]) -> None:
         for name in ("AutoConfig", "AutoTokenizer", "AutoModelForSequenceClassification", "DataCollatorWithPadding",
                      "Trainer", "TrainerCallback", "TrainingArguments", "pipeline"):
             getattr(transformers, name)
-    if "tabular" in kinds:
+    if "tabular" in modalities:
         import mlflow.pytorch  # noqa: F401
         import torch.export  # noqa: F401

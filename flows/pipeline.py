@@ -1,38 +1,20 @@
-"""The Prefect flow that runs one pipeline: validate, open the MLflow run, run the body for its kind, close the run."""
+"""The Prefect flow that runs one pipeline: validate, open the MLflow run, run the body for its kind, close the run.
+
+`flows.pipeline:run_pipeline` is the entrypoint every deployment names: keep it here."""
 from __future__ import annotations
 
-import importlib
-from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
-from flows.env import apply_defaults
+from prefect import flow, get_run_logger
 
-apply_defaults()
-
-from prefect import flow, get_run_logger  # noqa: E402
-
-from flows.spec import DEFAULT_FILE, load_project, parse_overrides, resolve  # noqa: E402
-from flows.run_report import publish_run_report  # noqa: E402
-from flows.tracking_run import tracked_run  # noqa: E402
-from tasks.pipeline_config import PipelineSpec  # noqa: E402
-from tasks.promote import register_and_promote  # noqa: E402
-from tasks.tracking import RunLogger  # noqa: E402
-
-Runner = Callable[[PipelineSpec, RunLogger, Path], dict[str, Any]]
-
-#: pipeline kind (`PipelineSpec.kind`) -> "module:function" that runs its body into an open MLflow run
-RUNNERS: dict[str, str] = {
-    "tabular": "flows.tabular:run_tabular",
-    "fusion": "flows.fusion:run_fusion",
-    "text": "flows.text:run_text",
-    "sweep": "flows.sweep:run_sweep",
-}
-
-
-def runner_for(kind: str) -> Runner:
-    """The body function for a pipeline kind, imported on first use (keeps heavy imports lazy)."""
-    module, _, attr = RUNNERS[kind].partition(":")
-    return getattr(importlib.import_module(module), attr)
+from flows.bodies.table import body_for
+from flows.run_report import publish_run_report
+from flows.spec.overrides import parse_overrides
+from flows.spec.project import DEFAULT_FILE, load_project
+from flows.spec.resolve import resolve
+from flows.tracking_run import tracked_run
+from tasks.tracking import tags
+from tasks.tracking.promotion import register_and_promote
 
 
 @flow(name="fuseflow", flow_run_name="{pipeline}", validate_parameters=True, persist_result=False)
@@ -52,15 +34,16 @@ def run_pipeline(pipeline: str, overrides: Optional[dict[str, Any]] = None, file
         resume: continue the latest unfinished run of this pipeline and config from its last checkpoint
         rerun_of: an MLflow run id this run reproduces (tag only)
     """
-    from tasks.caching import cache_dir, cache_options
+    from tasks.cache.policy import cache_dir, cache_options
 
     project = load_project(file)
-    spec = resolve(project, pipeline, parse_overrides(overrides))
-    body = runner_for(spec.kind)
-    tags = {"fuseflow.rerun_of": rerun_of} if rerun_of else None
-    with tracked_run(spec, overrides, project.base_dir, extra_tags=tags, resume=resume) as logger, \
+    resolved = resolve(project, pipeline, parse_overrides(overrides))
+    spec = resolved.spec
+    body = body_for(resolved)
+    extra_tags = {tags.RERUN_OF: rerun_of} if rerun_of else None
+    with tracked_run(spec, overrides, project.base_dir, extra_tags=extra_tags, resume=resume) as logger, \
             cache_options(cache_dir(project.base_dir), no_cache):
-        summary = body(spec, logger, project.base_dir)
+        summary = body(resolved, logger, project.base_dir)
         decision = register_and_promote(spec.tracking, summary["run_id"], summary["model_uri"], logger.tracking_uri)
     summary["pipeline"] = pipeline
     summary["registry"] = decision.to_dict() if decision else None

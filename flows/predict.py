@@ -38,7 +38,7 @@ def class_names(model_uri: str) -> list[Any] | None:
 def predict_command(args: argparse.Namespace) -> int:
     import mlflow
 
-    from tasks.tracking import resolve_tracking_uri
+    from tasks.tracking.logger import resolve_tracking_uri
 
     mlflow.set_tracking_uri(args.tracking_uri or resolve_tracking_uri())
     if not args.input and not args.text:

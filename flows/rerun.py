@@ -8,7 +8,6 @@ differs, and it compares the test metrics. The new run is tagged `fuseflow.rerun
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -16,9 +15,7 @@ from typing import Any, Callable
 import yaml
 
 from tasks.errors import ConfigError, ConfigIssue
-
-TAG_RERUN_OF = "fuseflow.rerun_of"
-
+from tasks.paths import RERUN_FILE_PREFIX
 
 def loadable_config(config: dict[str, Any]) -> dict[str, Any]:
     """The logged resolved config in the shape pipelines.yaml takes (no `name`, steps as `{name: options}`)."""
@@ -52,17 +49,18 @@ def recorded_config(client: Any, run_id: str) -> tuple[str, dict[str, Any]]:
 
 def differences(run: Any, project_dir: Path) -> list[str]:
     """Warnings where this checkout or environment differs from what the run recorded."""
-    from flows.tracking_run import TAG_VERSIONS, git_commit
-    from tasks.fingerprint import fingerprint_versions
+    from flows.tracking_run import git_commit
+    from tasks.tracking import tags
+    from tasks.cache.fingerprint import fingerprint_versions
 
-    tags = run.data.tags
+    run_tags = run.data.tags
     warnings = []
-    recorded_commit, commit = tags.get("mlflow.source.git.commit"), git_commit(project_dir)
+    recorded_commit, commit = run_tags.get(tags.GIT_COMMIT), git_commit(project_dir)
     if recorded_commit and recorded_commit != commit:
         warnings.append(f"git commit differs: the run had {recorded_commit[:12]}, this checkout is "
                         f"{(commit or 'not a git checkout')[:12]}")
-    if TAG_VERSIONS in tags:
-        recorded = json.loads(tags[TAG_VERSIONS])
+    if tags.VERSIONS in run_tags:
+        recorded = json.loads(run_tags[tags.VERSIONS])
         now = fingerprint_versions()
         changed = [f"{k} {recorded.get(k, '-')} -> {now.get(k, '-')}" for k in sorted(set(recorded) | set(now))
                    if recorded.get(k) != now.get(k)]
@@ -84,14 +82,20 @@ def warn_on_stderr(message: str) -> None:
 def rerun(run_id: str, tracking_uri: str | None = None, use_cache: bool = False, project_dir: Path | str = ".",
           warn: Callable[[str], None] = warn_on_stderr) -> dict[str, Any]:
     """Replay run `run_id`; returns the new run's summary plus its `warnings` (each also passed to `warn` as
-    soon as it is known) and the `original` run's test metrics."""
+    soon as it is known) and the `original` run's test metrics. With `tracking_uri`, the rerun is recorded in that
+    store too (MLFLOW_TRACKING_URI is set for the call)."""
+    from flows.env import environment
+
+    with environment({"MLFLOW_TRACKING_URI": tracking_uri} if tracking_uri else {}):
+        return _rerun(run_id, use_cache, Path(project_dir), warn)
+
+
+def _rerun(run_id: str, use_cache: bool, project_dir: Path, warn: Callable[[str], None]) -> dict[str, Any]:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from tasks.tracking import resolve_tracking_uri
+    from tasks.tracking.logger import resolve_tracking_uri
 
-    if tracking_uri:
-        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri  # the rerun is recorded in the same store
     client = MlflowClient(resolve_tracking_uri())
     try:
         original = client.get_run(run_id)
@@ -103,10 +107,11 @@ def rerun(run_id: str, tracking_uri: str | None = None, use_cache: bool = False,
     for warning in warnings:
         warn(warning)
     # In the project folder, so that relative data paths resolve as they did; removed afterwards.
-    file = project_dir / f".fuseflow-rerun-{run_id[:12]}.yaml"
+    file = project_dir / f"{RERUN_FILE_PREFIX}{run_id[:12]}.yaml"
     file.write_text(yaml.safe_dump({"pipelines": {name: loadable_config(config)}}, sort_keys=False), encoding="utf-8")
     try:
-        from flows.spec import load_project, resolve
+        from flows.spec.project import load_project
+        from flows.spec.resolve import resolve
 
         resolve(load_project(file), name)  # a config that no longer validates fails here, before any run starts
         from flows.pipeline import run_pipeline

@@ -11,28 +11,26 @@ import socket
 from typing import Any, Optional
 
 from tasks.processes import process_alive
+from tasks.tracking import tags
 
 log = logging.getLogger("fuseflow")
 
-TAG_HOST = "fuseflow.host"
-TAG_PID = "fuseflow.pid"
-TAG_RESUMED = "fuseflow.resumed"
 UNFINISHED = ("RUNNING", "FAILED", "KILLED")
 
 
 def process_tags() -> dict[str, str]:
     """Tags that let a later `--resume` tell a crashed run from one still running."""
-    return {TAG_HOST: socket.gethostname(), TAG_PID: str(os.getpid())}
+    return {tags.HOST: socket.gethostname(), tags.PID: str(os.getpid())}
 
 
 def is_alive(run: Any) -> bool:
     """True when the run is RUNNING and its process still exists on this machine."""
     if run.info.status != "RUNNING":
         return False
-    tags = run.data.tags
-    if tags.get(TAG_HOST) != socket.gethostname() or not tags.get(TAG_PID, "").isdigit():
+    run_tags = run.data.tags
+    if run_tags.get(tags.HOST) != socket.gethostname() or not run_tags.get(tags.PID, "").isdigit():
         return False  # another machine: cannot tell; its owner may resume it there
-    pid = int(tags[TAG_PID])
+    pid = int(run_tags[tags.PID])
     if pid == os.getpid():
         return False  # this process (an earlier run in the same process that died with its flow)
     return process_alive(pid)
@@ -42,7 +40,7 @@ def find_resumable_run(client: Any, experiment_id: str, pipeline: str, config_ha
     """The latest unfinished, not-alive run of `pipeline` whose config hash is `config_hash`, or None."""
     runs = client.search_runs(
         [experiment_id],
-        filter_string=(f"tags.`fuseflow.pipeline` = '{pipeline}' and tags.`fuseflow.config_hash` = '{config_hash}'"
+        filter_string=(f"tags.`{tags.PIPELINE}` = '{pipeline}' and tags.`{tags.CONFIG_HASH}` = '{config_hash}'"
                        " and attributes.status != 'FINISHED'"),
         order_by=["attributes.start_time DESC"], max_results=50)
     for run in runs:
@@ -50,7 +48,7 @@ def find_resumable_run(client: Any, experiment_id: str, pipeline: str, config_ha
             continue
         if is_alive(run):
             log.info("MLflow run %s of '%s' is still running (pid %s); not resuming it",
-                     run.info.run_id, pipeline, run.data.tags.get(TAG_PID))
+                     run.info.run_id, pipeline, run.data.tags.get(tags.PID))
             continue
         return run
     return None
@@ -60,10 +58,10 @@ def reopen_run(client: Any, run: Any, extra_tags: dict[str, Any]) -> None:
     """Mark `run` RUNNING again under this process, counting the resumes."""
     from mlflow.entities import RunTag
 
-    count = int(run.data.tags.get(TAG_RESUMED, "0") or 0) + 1
-    tags = {**extra_tags, **process_tags(), TAG_RESUMED: str(count)}
+    count = int(run.data.tags.get(tags.RESUMED, "0") or 0) + 1
+    new_tags = {**extra_tags, **process_tags(), tags.RESUMED: str(count)}
     client.update_run(run.info.run_id, status="RUNNING")
-    if "fuseflow.error" in run.data.tags:  # the error that stopped it no longer describes the run
-        client.delete_tag(run.info.run_id, "fuseflow.error")
-    client.log_batch(run.info.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items() if v is not None])
+    if tags.ERROR in run.data.tags:  # the error that stopped it no longer describes the run
+        client.delete_tag(run.info.run_id, tags.ERROR)
+    client.log_batch(run.info.run_id, tags=[RunTag(k, str(v)) for k, v in new_tags.items() if v is not None])
     log.info("resuming MLflow run %s (resume #%d)", run.info.run_id, count)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, field
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from tasks.paths import STACK_FILE
+
 API_ENV = "PREFECT_API_URL"
-STACK_FILE = Path(".fuseflow/stack.json")
 HEALTH_TIMEOUT_S = 1.0
 #: a server the user named gets longer: on a loaded 2-core machine its /health can take seconds to answer
 CONFIGURED_HEALTH_TIMEOUT_S = 5.0
@@ -47,18 +49,26 @@ def stack_api_url(folders: list[Path]) -> str | None:
     return None
 
 
-def choose_prefect_api(project_dir: Path | str | None = None) -> str:
-    """Point this process at the best Prefect API (see the module doc); returns a one-line description."""
+@dataclass(frozen=True)
+class PrefectApiChoice:
+    """Which Prefect API a run uses: a line for the log, and what to set in the environment while it runs."""
+
+    description: str
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def choose_prefect_api(project_dir: Path | str | None = None) -> PrefectApiChoice:
+    """The best Prefect API for a run (see the module doc); nothing is set here: the caller runs inside
+    `flows.env.environment(choice.env)`."""
     configured = os.environ.get(API_ENV)
     if configured:
         if not any(answers(configured, CONFIGURED_HEALTH_TIMEOUT_S) for _ in range(CONFIGURED_HEALTH_ATTEMPTS)):
             raise PrefectServerDown(f"{API_ENV}={configured} does not answer; start that server "
                                     f"(`prefect server start` or `fuseflow up`) or unset {API_ENV}")
-        return f"Prefect server at {configured} ({API_ENV})"
+        return PrefectApiChoice(f"Prefect server at {configured} ({API_ENV})")
     folders = [Path.cwd()] + ([Path(project_dir).resolve()] if project_dir else [])
     url = stack_api_url(folders)
     if url and answers(url):
-        os.environ[API_ENV] = url
-        return f"Prefect server at {url} (from {STACK_FILE})"
-    return "Prefect's own API choice (a profile's server, else a temporary local server: start `fuseflow up` " \
-           "to save its start-up time)"
+        return PrefectApiChoice(f"Prefect server at {url} (from {STACK_FILE})", {API_ENV: url})
+    return PrefectApiChoice("Prefect's own API choice (a profile's server, else a temporary local server: start "
+                            "`fuseflow up` to save its start-up time)")

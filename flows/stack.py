@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import IO, Any, Sequence
 
 from tasks.errors import ConfigError, ConfigIssue
+from tasks.paths import LOG_DIR
+from tasks.paths import STACK_FILE as STATE_FILE
 
 HOST = "127.0.0.1"
-STATE_FILE = Path(".fuseflow/stack.json")
-LOG_DIR = Path(".fuseflow/logs")
 
 
 @dataclass
@@ -94,7 +94,7 @@ def stop(service: Service, first: int = signal.SIGTERM, grace: float = 30.0) -> 
 
 def local_store(tracking_uri: str) -> tuple[str, str] | None:
     """(absolute sqlite URI, artifact root URI) of a local sqlite store; None for a remote tracking server."""
-    from tasks.tracking import artifact_root_for
+    from tasks.tracking.logger import artifact_root_for
 
     if not tracking_uri.startswith("sqlite:///"):
         return None
@@ -105,8 +105,8 @@ def local_store(tracking_uri: str) -> tuple[str, str] | None:
 
 def project_tracking_uri(file: str | Path) -> str:
     """MLFLOW_TRACKING_URI, else `defaults.tracking.uri` of the file, else the project's sqlite store."""
-    from flows.spec import load_project
-    from tasks.tracking import resolve_tracking_uri
+    from flows.spec.project import load_project
+    from tasks.tracking.logger import resolve_tracking_uri
 
     defaults = load_project(file).located.data.get("defaults") or {}
     return resolve_tracking_uri((defaults.get("tracking") or {}).get("uri"))
@@ -153,7 +153,7 @@ def up(file: str | Path, names: Sequence[str] = (), prefect_port: int = 4200, ml
        out: IO[str] | None = None) -> int:
     """Start the stack, print the URLs, wait for Ctrl-C (or SIGTERM, or a child dying), stop it in order."""
     from flows.deploy import select
-    from flows.spec import load_project
+    from flows.spec.project import load_project
 
     out = out or sys.stdout
     file = Path(file).resolve()

@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from tasks.runner_config import RunnerConfig
-from tasks.tracking import absolute_uri
+from tasks.pipeline.runner import RunnerConfig
+from tasks.tracking.logger import absolute_uri
 
 #: settings a worker process must share with the flow (when set here)
 SHARED_ENV = ("PREFECT_API_URL", "PREFECT_API_KEY", "MLFLOW_TRACKING_URI", "FUSEFLOW_CACHE_DIR",

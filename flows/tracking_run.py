@@ -11,18 +11,12 @@ from typing import Any, Iterator, Mapping
 
 import yaml
 
-from tasks.pipeline_config import PipelineSpec
-from tasks.tracking import RunLogger, artifact_root_for, flatten, prepare_store, resolve_tracking_uri
+from tasks.pipeline.spec import PipelineSpec
+from tasks.tracking import tags
+from tasks.tracking.logger import RunLogger, artifact_root_for, flatten, prepare_store, resolve_tracking_uri
 
 log = logging.getLogger("fuseflow")
 
-TAG_PIPELINE = "fuseflow.pipeline"
-TAG_CONFIG_HASH = "fuseflow.config_hash"
-TAG_ERROR = "fuseflow.error"
-TAG_FLOW_RUN_ID = "prefect.flow_run_id"
-TAG_FLOW_RUN_URL = "prefect.flow_run_url"
-TAG_DEPLOYMENT = "prefect.deployment"
-TAG_VERSIONS = "fuseflow.versions"
 
 
 def resolved_config(spec: PipelineSpec) -> dict[str, Any]:
@@ -56,7 +50,7 @@ def prefect_context() -> dict[str, str | None]:
     run_id = flow_run.id
     # the UI's own flow-run link (`flow_run.ui_url` gives 'None/flow-runs/...' on the ephemeral API, which has no UI)
     url = url_for("flow-run", obj_id=run_id) if run_id else None
-    return {TAG_FLOW_RUN_ID: run_id, TAG_FLOW_RUN_URL: url, TAG_DEPLOYMENT: deployment.name}
+    return {tags.FLOW_RUN_ID: run_id, tags.FLOW_RUN_URL: url, tags.DEPLOYMENT: deployment.name}
 
 
 def experiment_id(client: Any, name: str, uri: str) -> str:
@@ -82,21 +76,21 @@ def tracked_run(spec: PipelineSpec, overrides: Mapping[str, Any] | None, base_di
     exception, KILLED on Ctrl-C. With `resume`, the latest unfinished run of this pipeline and config is
     reopened instead of creating one (see flows/resume.py)."""
     from flows.resume import find_resumable_run, process_tags, reopen_run
-    from tasks.fingerprint import fingerprint_versions
+    from tasks.cache.fingerprint import fingerprint_versions
     from mlflow import MlflowClient
-    from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
     uri = resolve_tracking_uri(spec.tracking.uri)
     prepare_store(uri)
     client = MlflowClient(uri)
     exp = experiment_id(client, spec.experiment, uri)
-    tags = {TAG_PIPELINE: spec.name, TAG_CONFIG_HASH: config_hash(spec), MLFLOW_GIT_COMMIT: git_commit(base_dir),
-            "fuseflow.overrides": json.dumps(dict(overrides or {})) if overrides else None,
-            TAG_VERSIONS: json.dumps(fingerprint_versions()), **process_tags(),
-            **prefect_context(), **(extra_tags or {})}
+    run_tags = {tags.PIPELINE: spec.name, tags.CONFIG_HASH: config_hash(spec), tags.GIT_COMMIT: git_commit(base_dir),
+                tags.OVERRIDES: json.dumps(dict(overrides or {})) if overrides else None,
+                tags.VERSIONS: json.dumps(fingerprint_versions()), **process_tags(),
+                **prefect_context(), **(extra_tags or {})}
     if parent_run_id:
-        tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
-    previous = find_resumable_run(client, exp, spec.name, tags[TAG_CONFIG_HASH]) if resume else None
+        run_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
+    previous = find_resumable_run(client, exp, spec.name, run_tags[tags.CONFIG_HASH]) if resume else None
     if previous is not None:
         reopen_run(client, previous, {**prefect_context(), **(extra_tags or {})})
         run = previous
@@ -104,7 +98,7 @@ def tracked_run(spec: PipelineSpec, overrides: Mapping[str, Any] | None, base_di
         if resume:
             log.info("no unfinished run of '%s' with this config to resume: starting a new run", spec.name)
         run = client.create_run(exp, run_name=spec.tracking.run_name or None,
-                                tags={k: str(v) for k, v in tags.items() if v is not None})
+                                tags={k: str(v) for k, v in run_tags.items() if v is not None})
     logger = RunLogger(run.info.run_id, uri)
     try:
         if previous is None:  # a resumed run has its params and pipeline.yaml already
@@ -116,11 +110,11 @@ def tracked_run(spec: PipelineSpec, overrides: Mapping[str, Any] | None, base_di
         log.info("MLflow run %s (experiment '%s', %s)", run.info.run_id, spec.experiment, uri)
         yield logger
     except KeyboardInterrupt:
-        client.set_tag(run.info.run_id, TAG_ERROR, "interrupted (Ctrl-C)")
+        client.set_tag(run.info.run_id, tags.ERROR, "interrupted (Ctrl-C)")
         client.set_terminated(run.info.run_id, "KILLED")
         raise
     except BaseException as exc:
-        client.set_tag(run.info.run_id, TAG_ERROR, f"{type(exc).__name__}: {exc}"[:5000])
+        client.set_tag(run.info.run_id, tags.ERROR, f"{type(exc).__name__}: {exc}"[:5000])
         client.set_terminated(run.info.run_id, "FAILED")
         raise
     else:

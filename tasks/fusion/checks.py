@@ -2,7 +2,7 @@
 
 Runs before anything trains: unknown member pipelines (with a "did you mean"), members that are fusions
 themselves, URIs that do not resolve, members whose data or label space differ, and soups over members of
-different architectures are reported as (key path, message) pairs, which `flows.spec` turns into ConfigIssues.
+different architectures are reported as (key path, message) pairs, which `flows.spec.resolve` turns into ConfigIssues.
 Inline members share one data split: `data.split.seed` defaults to the fusion pipeline's seed.
 """
 from __future__ import annotations
@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
 from tasks.errors import ConfigError, did_you_mean
-from tasks.tracking import flatten
+from tasks.tracking.logger import flatten
 
 Issue = tuple[tuple, str]
-ResolveMember = Callable[[str, dict[str, Any]], Any]  # (pipeline name, overrides) -> PipelineSpec
+ResolveMember = Callable[[str, dict[str, Any]], Any]  # (pipeline name, overrides) -> its PipelineSpec
 
 
 @dataclass
@@ -51,13 +51,14 @@ def tracking_uri_of(spec: Any) -> str:
     """The store URI members resolve against (like `resolve_tracking_uri`, without creating anything)."""
     import os
 
-    from tasks.tracking import DEFAULT_TRACKING_URI
+    from tasks.tracking.logger import DEFAULT_TRACKING_URI
 
     return os.environ.get("MLFLOW_TRACKING_URI") or spec.tracking.uri or DEFAULT_TRACKING_URI
 
 
-def check_fusion(spec: Any, names: Sequence[str], raw_of: Callable[[str], Any], resolve_member: ResolveMember) -> list[Issue]:
-    """Resolve every member of `spec.fusion` (stored on it for the run) and return the problems found."""
+def check_fusion(spec: Any, names: Sequence[str], raw_of: Callable[[str], Any],
+                 resolve_member: ResolveMember) -> tuple[list[Issue], Optional[ResolvedFusion]]:
+    """Resolve every member of `spec.fusion`: the problems found, and the resolved fusion (None with problems)."""
     fusion = spec.fusion
     tracking_uri = tracking_uri_of(spec)
     issues: list[Issue] = []
@@ -73,13 +74,11 @@ def check_fusion(spec: Any, names: Sequence[str], raw_of: Callable[[str], Any], 
         else:
             members.append(found)
     if issues:
-        return issues
+        return issues, None
     issues += _same_data(members)
     if fusion.method.level == "weights":
         issues += _same_architecture(members)
-    if not issues:
-        fusion._resolved = ResolvedFusion(members, members[0].data)
-    return issues
+    return issues, (None if issues else ResolvedFusion(members, members[0].data))
 
 
 def _inline(i: int, name: str, member: Any, spec: Any, names: Sequence[str], raw_of: Callable[[str], Any],
@@ -104,7 +103,7 @@ def _inline(i: int, name: str, member: Any, spec: Any, names: Sequence[str], raw
                  f"(set: {member.set or {}}) is invalid: {issue}") for issue in err.issues]
     task = member_spec.data.task
     if task == "auto":
-        task = getattr(member_spec.data, "inferred_task", lambda: "auto")()
+        task = member_spec.data.inferred_task()
     if task == "regression":
         return [(where + ("pipeline",), f"member pipeline '{target}' is a regression; fusion combines classifiers")]
     data = member_spec.data.model_dump(mode="json", exclude_none=True)
@@ -119,7 +118,8 @@ def _sets_split_seed(raw: Any, overrides: dict[str, Any]) -> bool:
 
 
 def _from_uri(i: int, name: str, member: Any, tracking_uri: str, where: tuple) -> ResolvedMember | list[Issue]:
-    from tasks.fusion.members import MemberNotFound, read_model_spec, read_run_config, resolve_uri
+    from tasks.fusion.members.base import MemberNotFound, read_run_config, resolve_uri
+    from tasks.fusion.members.load import read_model_spec
 
     try:
         resolved = resolve_uri(member.model, tracking_uri)

@@ -4,9 +4,8 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Optional, Union
 
-from pydantic import BeforeValidator, Discriminator, Field, PrivateAttr, Tag, field_validator
+from pydantic import Discriminator, Field, Tag, field_validator
 
-from tasks.fusion import greedy, mean, soup_greedy, soup_uniform, weighted  # noqa: F401 - register the methods
 from tasks.registry import FUSION_METHODS, StrictModel
 
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]*$"  # usable in MLflow metric names
@@ -56,19 +55,6 @@ Member = Annotated[
 ]
 
 
-def normalize_method(value: Any) -> Any:
-    """`greedy` or `{weighted: {per_class: true}}` -> `{"method": ..., **options}` (the validated form passes through)."""
-    if isinstance(value, str):
-        return {"method": value}
-    if isinstance(value, dict) and len(value) == 1 and "method" not in value:
-        (name, options), = value.items()
-        if options is None:
-            options = {}
-        if isinstance(options, dict):
-            return {"method": name, **options}
-    return value
-
-
 class BootstrapConfig(StrictModel):
     """Paired bootstrap of (fused - best member) on test: resamples, interval, seed."""
 
@@ -81,10 +67,9 @@ class FusionConfig(StrictModel):
     """Combine several trained models: members fit on train, the fusion on validation, test touched once."""
 
     members: list[Member]
-    method: Annotated[FUSION_METHODS.union(), BeforeValidator(normalize_method)]
+    method: FUSION_METHODS.field_type()
     require_gain: bool = Field(True, description="ship the best member when the fused model is not better on validation")
     bootstrap: BootstrapConfig = Field(default_factory=BootstrapConfig)
-    _resolved: Any = PrivateAttr(default=None)  # tasks.fusion.checks.ResolvedFusion, set by flows.spec.resolve
 
     @field_validator("members")
     @classmethod
@@ -99,11 +84,4 @@ class FusionConfig(StrictModel):
 
     def member_names(self) -> list[str]:
         return [m.name or f"member{i}" for i, m in enumerate(self.members)]
-
-    @property
-    def resolved(self) -> Any:
-        """The members resolved against the project (specs, URIs, shared data), set when the spec is loaded."""
-        if self._resolved is None:
-            raise RuntimeError("fusion members are not resolved: load the spec with flows.spec.resolve")
-        return self._resolved
 

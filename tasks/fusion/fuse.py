@@ -13,7 +13,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from tasks.fusion.base import Combination, nll, score, softmax
-from tasks.fusion.members import FusionMember
+from tasks.fusion.members.base import FusionMember
 from tasks.fusion.report import paired_bootstrap
 
 
@@ -26,7 +26,7 @@ class FusionData:
     classes: list[Any]
     digest: str
     feature_names: list[str]
-    kind: str = "tabular"
+    modality: str = "tabular"
     splits: Any = None  # what the data step returned (TabularSplits or TextSplits), to log the dataset input
 
 
@@ -34,11 +34,11 @@ def load_fusion_data(data: dict[str, Any], base_dir: Path) -> FusionData:
     """Load the members' shared data section with its split seed, without preprocessing (members bring their own)."""
     from pydantic import TypeAdapter
 
-    from tasks.data import load_tabular
+    from tasks.data.tabular import load_tabular
     from tasks.registry import DATA_SOURCES
 
     config = TypeAdapter(DATA_SOURCES.union()).validate_python(data)
-    if getattr(config, "text_column", None) or getattr(config, "text_columns", None):
+    if config.modality == "text":
         return _text_data(config, base_dir)
     splits = load_tabular(config, int(config.split.seed), base_dir, None)
     if splits.task != "classification":
@@ -48,8 +48,8 @@ def load_fusion_data(data: dict[str, Any], base_dir: Path) -> FusionData:
 
 def _text_data(config: Any, base_dir: Path) -> FusionData:
     """Texts (or text pairs) and labels of each split, as the text pipelines split them."""
-    from tasks.dataset import SPLITS
-    from tasks.text_data import load_text
+    from tasks.data.splits import SPLITS
+    from tasks.data.text import load_text
 
     splits = load_text(config, int(config.split.seed), base_dir)
     columns = splits.text_columns
@@ -73,7 +73,7 @@ class FusionOutcome:
 
 
 def metrics_of(probs: np.ndarray, y: np.ndarray, names: Sequence[str]) -> dict[str, float]:
-    from tasks.evaluate import classification_metrics
+    from tasks.evaluate.report import classification_metrics
 
     wanted = list(dict.fromkeys(list(names) + ["accuracy", "log_loss"]))
     safe = np.clip(probs, 1e-7, 1.0)  # as classification_metrics clips, but renormalised so rows still sum to 1

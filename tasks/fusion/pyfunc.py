@@ -16,8 +16,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from tasks.fusion.base import Combination
-from tasks.fusion.members import FUSED_FORMAT, FusionMember, member_from_dir
-from tasks.model_export import SPEC_FILE
+from tasks.fusion.members.base import FUSED_FORMAT, FusionMember
+from tasks.fusion.members.load import member_from_dir
+from tasks.export.torch_model import SPEC_FILE
 
 LOADER_SCRIPT = """\
 # Loads a fuseflow fused model: members and weights live in this model's `fusion` artifact folder.

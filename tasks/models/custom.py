@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
@@ -16,6 +16,7 @@ class CustomModelConfig(StrictModel):
     """`build(in_features=..., out_features=..., **params)` is called; it may ignore the sizes it does not need."""
 
     type: Literal["custom"]
+    modalities: ClassVar[frozenset[str]] = frozenset({"tabular"})
     target: str = Field(description="`package.module:callable` importable from the project folder")
     params: dict[str, Any] = Field(default_factory=dict)
 

@@ -11,7 +11,7 @@ import importlib.util
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
 from pydantic import Field, model_validator
 
@@ -60,7 +60,8 @@ def resolve_source(value: str, base_dir: Path, key: str) -> str:
     return value
 
 
-def hub_offline() -> bool:
+def hub_offline_requested() -> bool:
+    """Whether the environment asks for no Hub traffic (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE)."""
     return any(os.environ.get(k, "").lower() in ("1", "true", "yes", "on") for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
@@ -69,7 +70,7 @@ def load_failure(what: str, source: str, exc: Exception) -> RuntimeError:
     hint = ""
     if not os.path.isdir(source):
         hint = (" (HF_HUB_OFFLINE is set and it is not in the local Hugging Face cache; point `pretrained:` at a "
-                "local folder or run once with internet)") if hub_offline() else " (is the Hub reachable?)"
+                "local folder or run once with internet)") if hub_offline_requested() else " (is the Hub reachable?)"
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return RuntimeError(f"cannot load {what} '{source}'{hint}: {first}")
 
@@ -79,6 +80,7 @@ class HFSequenceClassificationConfig(StrictModel):
     """A pretrained (or fresh) transformer fine-tuned for text classification."""
 
     type: Literal["hf_sequence_classification"]
+    modalities: ClassVar[frozenset[str]] = frozenset({"text"})
     pretrained: Optional[str] = Field(None, description="Hub id, local folder, or package:NAME")
     config: Optional[dict[str, Any]] = Field(
         None, description="a fresh model: {model_type: bert, hidden_size: 32, num_hidden_layers: 2, ...}")

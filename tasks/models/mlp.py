@@ -1,7 +1,7 @@
 """`type: mlp`: a multi-layer perceptron whose input and output sizes come from the data."""
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, PositiveInt
 
@@ -14,6 +14,7 @@ ACTIVATIONS = {"relu": "ReLU", "gelu": "GELU", "tanh": "Tanh", "sigmoid": "Sigmo
 @MODELS.register
 class MLPConfig(StrictModel):
     type: Literal["mlp"]
+    modalities: ClassVar[frozenset[str]] = frozenset({"tabular"})
     hidden: list[PositiveInt] = Field([128, 64], min_length=1, description="sizes of the hidden layers")
     activation: Literal["relu", "gelu", "tanh", "sigmoid", "leaky_relu", "silu", "elu"] = "relu"
     dropout: float = Field(0.0, ge=0, lt=1)

@@ -7,18 +7,16 @@ import math
 import re
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BeforeValidator, Field, PrivateAttr, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from tasks.errors import did_you_mean
-from tasks.evaluate import CLASSIFICATION_METRICS, REGRESSION_METRICS
-from tasks.fusion.config import normalize_method
+from tasks.evaluate.names import direction, epoch_metric_names, metric_names
 from tasks.registry import FUSION_METHODS, StrictModel
 
 #: keys a trial may not change: what the pipeline is, and the sweep itself
 FORBIDDEN_PREFIXES = ("name", "sweep", "runner", "tracking", "schedule", "fusion")
 _DOTTED = re.compile(r"^[A-Za-z_][\w-]*(\.([A-Za-z_][\w-]*|\d+))*$")
 _METRIC = re.compile(r"^(train|val|test)_(\w+)$")
-LOWER_IS_BETTER = ("loss", "mse", "rmse", "mae", "log_loss")
 
 
 class Uniform(StrictModel):
@@ -88,13 +86,8 @@ def _normalize_parameter(value: Any) -> Any:
 Parameter = Annotated[Union[list[Any], Uniform, LogUniform, Choice], BeforeValidator(_normalize_parameter)]
 
 
-#: what both training backends log every epoch (tasks.train_torch.epoch_metrics, the hf_trainer callback)
-EPOCH_METRICS = ("train_loss", "val_loss", "val_accuracy", "val_f1_macro", "val_r2", "val_mae")
-
-
 def _known_metric_names() -> list[str]:
-    names = sorted(set(CLASSIFICATION_METRICS + REGRESSION_METRICS))
-    return list(EPOCH_METRICS) + [f"test_{m}" for m in names]
+    return epoch_metric_names() + [f"test_{m}" for m in sorted(metric_names())]
 
 
 class SweepConfig(StrictModel):
@@ -107,9 +100,8 @@ class SweepConfig(StrictModel):
     max_concurrent: Optional[int] = Field(None, ge=1, description="trials in flight at once (default: runner workers)")
     seed: Optional[int] = Field(None, description="seed of the random search (default: the pipeline's seed)")
     fuse_top: Optional[int] = Field(None, ge=2, description="fuse the K best trials (a fusion method, `fuse_method`)")
-    fuse_method: Annotated[FUSION_METHODS.union(), BeforeValidator(normalize_method)] = Field(
+    fuse_method: FUSION_METHODS.field_type() = Field(
         default_factory=lambda: FUSION_METHODS.get("weighted")(method="weighted"))
-    _trials: Any = PrivateAttr(default=None)  # list[SweepTrial], set by flows.spec.resolve
 
     @field_validator("parameters")
     @classmethod
@@ -129,7 +121,7 @@ class SweepConfig(StrictModel):
         known = _known_metric_names()
         if value not in known:
             raise ValueError(f"unknown trial metric '{value}': name a metric every trial logs: an epoch metric "
-                             f"({', '.join(EPOCH_METRICS)}) or a test metric (test_accuracy, test_f1_macro, test_r2, "
+                             f"({', '.join(epoch_metric_names())}) or a test metric (test_accuracy, test_f1_macro, test_r2, "
                              f"...){did_you_mean(value, known)}")
         return value
 
@@ -161,7 +153,7 @@ class SweepConfig(StrictModel):
     def resolved_mode(self) -> str:
         if self.mode:
             return self.mode
-        return "min" if self.metric.split("_", 1)[1] in LOWER_IS_BETTER else "max"
+        return direction(self.metric)
 
     def assignments(self, seed: int) -> list[dict[str, Any]]:
         """Every trial's values, in order: the grid's combinations (first key varies slowest), or `trials` draws
@@ -177,10 +169,3 @@ class SweepConfig(StrictModel):
             draws.append({k: (v[int(rng.integers(len(v)))] if isinstance(v, list) else v.sample(rng))
                           for k, v in self.parameters.items()})
         return draws
-
-    @property
-    def resolved_trials(self) -> list[Any]:
-        """The trials with their validated pipeline specs, set when the spec is loaded (flows.spec.resolve)."""
-        if self._trials is None:
-            raise RuntimeError("sweep trials are not resolved: load the spec with flows.spec.resolve")
-        return self._trials

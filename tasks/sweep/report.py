@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-TAG_TRIAL = "fuseflow.sweep.trial"  # on trial runs: the trial's index
+from tasks.tracking import tags
 
 
 @dataclass
@@ -52,9 +52,9 @@ def trial_runs(client: Any, parent_run_id: str, experiment_id: str) -> dict[int,
     runs = client.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
                               max_results=10_000)
     by_index: dict[int, Any] = {}
-    for run in sorted((r for r in runs if TAG_TRIAL in r.data.tags),
+    for run in sorted((r for r in runs if tags.SWEEP_TRIAL in r.data.tags),
                       key=lambda r: (r.info.status == "FINISHED", r.info.start_time or 0)):
-        by_index[int(run.data.tags[TAG_TRIAL])] = run  # the last one wins: finished, then newest
+        by_index[int(run.data.tags[tags.SWEEP_TRIAL])] = run  # the last one wins: finished, then newest
     return by_index
 
 
@@ -68,7 +68,7 @@ def collect(client: Any, parent_run_id: str, experiment_id: str, trials: list[An
         run = by_index.get(trial.index)
         if run is not None:
             result.run_id, result.status = run.info.run_id, run.info.status
-            result.error = result.error or run.data.tags.get("fuseflow.error")
+            result.error = result.error or run.data.tags.get(tags.ERROR)
             if run.info.status == "FINISHED":
                 result.metric = metric_of_run(client, run, metric)
                 result.test_metrics = {k: v for k, v in run.data.metrics.items() if k.startswith("test_")}

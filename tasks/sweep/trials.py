@@ -9,7 +9,7 @@ from typing import Any, Callable
 from tasks.errors import ConfigError, format_path
 
 Issue = tuple[tuple, str]
-ResolveTrial = Callable[[dict[str, Any]], Any]  # trial overrides (dotted key -> value) -> PipelineSpec without sweep
+ResolveTrial = Callable[[dict[str, Any]], Any]  # trial overrides (dotted key -> value) -> its PipelineSpec (no sweep)
 
 
 @dataclass
@@ -28,8 +28,8 @@ class SweepTrial:
         return ", ".join(f"{k}={json.dumps(v)}" for k, v in self.values.items())
 
 
-def resolve_trials(spec: Any, resolve_trial: ResolveTrial) -> list[Issue]:
-    """Resolve every trial of `spec.sweep` (stored on it for the run); return the problems, one per distinct cause."""
+def resolve_trials(spec: Any, resolve_trial: ResolveTrial) -> tuple[list[Issue], list[SweepTrial]]:
+    """Resolve every trial of `spec.sweep`: the problems (one per distinct cause) and the trials that resolved."""
     sweep = spec.sweep
     trials, issues, seen = [], [], set()
     for index, values in enumerate(sweep.assignments(spec.seed)):
@@ -46,20 +46,20 @@ def resolve_trials(spec: Any, resolve_trial: ResolveTrial) -> list[Issue]:
                                                              f"pipeline: {cause}"))
             continue
         trials.append(trial)
-    sweep._trials = trials
     if trials and not issues:
         issues += _check_against(sweep, trials[0].spec)
-    return issues
+    return issues, trials
 
 
 def _check_against(sweep: Any, trial_spec: Any) -> list[Issue]:
     """What only the trial's pipeline can tell: is the metric logged, can the best trials be fused."""
-    from tasks.evaluate import CLASSIFICATION_METRICS, REGRESSION_METRICS
+    from tasks.evaluate.names import metric_names
 
     issues: list[Issue] = []
     task = getattr(trial_spec.data, "task", "auto")
     name = sweep.metric.split("_", 1)[1]
-    wrong_task = {"classification": REGRESSION_METRICS, "regression": CLASSIFICATION_METRICS}.get(task, ())
+    wrong_task = {"classification": metric_names("regression"),
+                  "regression": metric_names("classification")}.get(task, ())
     if name in wrong_task:
         issues.append((("sweep", "metric"), f"'{sweep.metric}' is not logged by a {task} pipeline"))
     chosen = trial_spec.evaluate.metrics

@@ -1,0 +1,177 @@
+"""The body of a sweep pipeline: train every trial through the runner (nested MLflow runs; a failed trial is recorded
+and the sweep goes on), rank the trials by the sweep's metric, log the trials table, plot and best parameters, and
+ship the best trial's model — or, with `fuse_top: K`, a fusion of the K best trials."""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger
+
+from tasks.pipeline.resolved import ResolvedPipeline
+from tasks.pipeline.spec import PipelineSpec
+from tasks.sweep.report import (TrialResult, collect, markdown, plot_parallel, ranked, report_json, table_rows,
+                                trial_runs, write_csv)
+from tasks.tracking import tags
+from tasks.tracking.config import TrackingConfig
+from tasks.tracking.logger import RunLogger, write_json
+
+
+def _trial_pipeline(spec: PipelineSpec, trial: Any) -> ResolvedPipeline:
+    """The trial's pipeline, recorded in the sweep's experiment and store; trials never register a model themselves."""
+    tracking = TrackingConfig(experiment=spec.experiment, uri=spec.tracking.uri,
+                              run_name=f"{spec.tracking.run_name or spec.name}/{trial.name}")
+    return ResolvedPipeline(trial.spec.model_copy(update={"tracking": tracking}))
+
+
+def run_sweep(pipeline: ResolvedPipeline, logger: RunLogger, base_dir: Path) -> dict[str, Any]:
+    """Run the sweep into `logger`'s (the parent) MLflow run; returns run id, shipped model URI and test metrics."""
+    from flows.nested import NestedJob, train_all
+
+    log = get_run_logger()
+    spec, trials = pipeline.spec, pipeline.trials
+    sweep = spec.sweep
+    mode = sweep.resolved_mode
+    logger.set_tags({tags.SWEEP_METRIC: sweep.metric, tags.SWEEP_MODE: mode,
+                     tags.SWEEP_SEARCH: "random" if sweep.is_random else "grid",
+                     tags.SWEEP_TRIALS: str(len(trials)), tags.SWEEP_RUNNER: spec.runner.type})
+    experiment_id = logger.client.get_run(logger.run_id).info.experiment_id
+    done = _finished_before(trials, logger, experiment_id)
+    if done:
+        log.info("sweep: resumed: %d of %d trials finished before (%s), not run again", len(done), len(trials),
+                 ", ".join(f"trial-{i}" for i in sorted(done)))
+    todo = [t for t in trials if t.index not in done]
+    jobs = [NestedJob(t.name, _trial_pipeline(spec, t), dict(t.values),
+                      {tags.SWEEP_TRIAL: str(t.index), tags.SWEEP_VALUES: json.dumps(t.values)}) for t in todo]
+    outcomes = dict(zip((t.index for t in todo), train_all(jobs, spec.runner, sweep.max_concurrent, base_dir,
+                                                           logger.run_id, f"{spec.name}-trials")))
+    errors = {i: o.error for i, o in outcomes.items() if not o.ok}
+    results = collect(logger.client, logger.run_id, experiment_id, trials, errors, sweep.metric)
+    for result in results:
+        if result.run_id is None:  # failed before its run was opened (a lost worker): record it all the same
+            result.run_id = _record_lost_trial(spec, result, experiment_id, logger)
+        elif result.status == "RUNNING" and result.index in errors:  # its worker died mid-trial: nobody closes it
+            logger.client.set_tag(result.run_id, tags.ERROR, (errors[result.index] or "worker lost")[:5000])
+            logger.client.set_terminated(result.run_id, "FAILED")
+            result.status = "FAILED"
+    order = ranked(results, mode)
+    table = _log_table(results, order, sweep.metric, mode, logger)
+    if not order:
+        first = next((r for r in results if r.error), None)
+        raise RuntimeError(f"no trial of the sweep finished with metric {sweep.metric} ({len(errors)} of "
+                           f"{len(results)} failed" + (f"; {first.name}: {first.error}" if first else "") + ")")
+    best = order[0]
+    log.info("sweep: best trial %s (%s=%.4f): %s", best.name, sweep.metric, best.metric,
+             ", ".join(f"{k}={v}" for k, v in best.values.items()))
+    _log_best_params(best, logger)
+    logger.log_metrics({f"best_{sweep.metric}": best.metric, "trials_finished": float(len(order)),
+                        "trials_failed": float(len(results) - len(order))})
+    logger.set_tags({tags.SWEEP_BEST_TRIAL: best.name, tags.SWEEP_BEST_RUN_ID: best.run_id})
+    if sweep.fuse_top and len(order) < 2:
+        log.warning("sweep: fuse_top needs 2 finished trials, %d finished: shipping the best trial", len(order))
+        logger.set_tags({tags.SWEEP_FUSED_TRIALS: "0 (fewer than 2 trials finished)"})
+    elif sweep.fuse_top:
+        if len(order) < sweep.fuse_top:
+            log.warning("sweep: fuse_top is %d but %d trials finished: fusing those", sweep.fuse_top, len(order))
+        summary = _fuse_top(spec, order[:sweep.fuse_top], logger, base_dir)
+        logger.set_tags({tags.SWEEP_FUSED_TRIALS: ", ".join(r.name for r in order[:sweep.fuse_top])})
+        fusion_note = logger.client.get_run(logger.run_id).data.tags.get(tags.NOTE, "")
+        logger.set_tags({tags.NOTE: f"{table}\n**fusion of the {sweep.fuse_top} best trials**\n\n"
+                                                f"{fusion_note}"})
+        return summary
+    from flows.bodies.fusion import copy_model
+
+    with tempfile.TemporaryDirectory(prefix="fuseflow-sweep-") as tmp:
+        copy_model(f"runs:/{best.run_id}/model", Path(tmp) / "model", logger.tracking_uri)
+        logger.log_artifacts(Path(tmp) / "model", "model")
+    logger.log_metrics(best.test_metrics)
+    return {"run_id": logger.run_id, "model_uri": f"runs:/{logger.run_id}/model", "metrics": best.test_metrics,
+            "task": _task_of(best), "sweep": {"best_trial": best.index, "best_run_id": best.run_id, "best_values": best.values,
+                                    "finished": len(order), "failed": len(results) - len(order)}}
+
+
+def _log_best_params(best: TrialResult, logger: RunLogger) -> None:
+    """`best.<key>` params; a resumed sweep whose interrupted attempt logged them already keeps those (MLflow params
+    cannot change) and says so when the best trial changed since: the tags name the current best."""
+    logged = logger.client.get_run(logger.run_id).data.params
+    params = {f"best.{k}": v for k, v in best.values.items()}
+    changed = [k for k, v in params.items() if k in logged and logged[k] != str(v)]
+    if changed:
+        get_run_logger().warning("sweep: the best trial changed since the interrupted attempt logged %s; the params "
+                                 "keep the old values, tag %s names the new best", ", ".join(changed),
+                                 tags.SWEEP_BEST_TRIAL)
+    logger.log_params({k: v for k, v in params.items() if k not in logged})
+
+
+def _finished_before(trials: list[Any], logger: RunLogger, experiment_id: str) -> set[int]:
+    """Trials with a FINISHED run under this parent already (a `--resume` of an interrupted sweep), with the same
+    values: they are not run again."""
+    runs = trial_runs(logger.client, logger.run_id, experiment_id)
+    return {t.index for t in trials if t.index in runs and runs[t.index].info.status == "FINISHED"
+            and runs[t.index].data.tags.get(tags.SWEEP_VALUES) == json.dumps(t.values)}
+
+
+def _task_of(result: TrialResult) -> str:
+    """classification or regression, told by the trial's test metric names."""
+    from tasks.evaluate.names import task_of_metrics
+
+    return task_of_metrics(list(result.test_metrics))
+
+
+def _record_lost_trial(spec: PipelineSpec, result: TrialResult, experiment_id: str, parent: RunLogger) -> str:
+    """A FAILED nested run for a trial that failed before it could open its own (its worker died, say)."""
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    run = parent.client.create_run(experiment_id, run_name=f"{spec.tracking.run_name or spec.name}/{result.name}",
+                                   tags={MLFLOW_PARENT_RUN_ID: parent.run_id, tags.SWEEP_TRIAL: str(result.index),
+                                         tags.PIPELINE: spec.name, tags.SWEEP_VALUES: json.dumps(result.values),
+                                         tags.ERROR: (result.error or "the trial did not start")[:5000]})
+    RunLogger(run.info.run_id, parent.tracking_uri).log_params(result.values)
+    parent.client.set_terminated(run.info.run_id, "FAILED")
+    return run.info.run_id
+
+
+def _log_table(results: list[TrialResult], order: list[TrialResult], metric: str, mode: str,
+               logger: RunLogger) -> str:
+    """trials.csv, sweep_report.json, the parallel-coordinates PNG, and the table as the run's description."""
+    rows = table_rows(results, metric, order)
+    table = markdown(rows, metric, mode)
+    logger.set_tags({tags.NOTE: table})
+    with tempfile.TemporaryDirectory(prefix="fuseflow-sweep-") as tmp:
+        folder = Path(tmp) / "sweep"
+        folder.mkdir()
+        write_csv(rows, folder / "trials.csv")
+        (folder / "trials.md").write_text(table, encoding="utf-8")
+        write_json(folder / "sweep_report.json", report_json(results, order, metric, mode))
+        plot_parallel(results, order, metric, mode, folder / "sweep_trials.png")
+        logger.log_artifacts(folder, "sweep")
+    return table
+
+
+def _fuse_top(spec: PipelineSpec, top: list[TrialResult], logger: RunLogger, base_dir: Path) -> dict[str, Any]:
+    """Fuse the best trials' models (as `model: runs:/...` members) into the sweep's run with `fuse_method`."""
+    from flows.bodies.fusion import log_fusion_dataset, fuse_into_run
+    from tasks.fusion.checks import check_fusion
+    from tasks.fusion.config import FusionConfig, ModelMember
+    from tasks.fusion.fuse import load_fusion_data
+
+    fusion = FusionConfig(members=[ModelMember(model=f"runs:/{r.run_id}/model", name=r.name)
+                                   for r in top], method=spec.sweep.fuse_method)
+    fusion_spec = PipelineSpec(name=spec.name, seed=spec.seed, tracking=spec.tracking, evaluate=spec.evaluate,
+                               fusion=fusion)
+    issues, resolved = check_fusion(fusion_spec, [], lambda name: None, lambda name, sets: None)
+    if issues:
+        raise RuntimeError("cannot fuse the best trials: " + "; ".join(message for _, message in issues))
+    get_run_logger().info("sweep: fusing the %d best trials (%s) with %s", len(top),
+                          ", ".join(r.name for r in top), fusion.method.method)
+    logger.set_tags({tags.FUSION_METHOD: fusion.method.method,
+                     tags.FUSION_MEMBERS: json.dumps([m.describe for m in resolved.members])})
+    data = load_fusion_data(resolved.data, base_dir)
+    log_fusion_dataset(data, logger)
+    summary = fuse_into_run(fusion_spec, fusion, resolved, data, [m.uri for m in resolved.members],
+                            [m.run_id for m in resolved.members], logger, record_uri_members=False)
+    summary["sweep"] = {"best_trial": top[0].index, "best_run_id": top[0].run_id, "best_values": top[0].values,
+                        "fused_trials": [r.index for r in top]}
+    return summary

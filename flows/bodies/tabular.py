@@ -1,0 +1,28 @@
+"""The body of a tabular training pipeline: data -> preprocess -> model -> train -> evaluate -> model artifact."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tasks.steps import tabular as steps
+from tasks.cache.policy import cached_step, report_cache_use
+from tasks.train.checkpoint import Checkpointer
+from tasks.pipeline.resolved import ResolvedPipeline
+from tasks.tracking.logger import RunLogger
+
+
+def run_tabular(pipeline: ResolvedPipeline, logger: RunLogger, base_dir: Path) -> dict[str, Any]:
+    """Run every step into `logger`'s MLflow run; returns run id, model URI, test metrics and task."""
+    spec = pipeline.spec
+    loss = getattr(spec.train, "loss", None)
+    reuse: dict[str, Any] = {}  # step -> "cached"/"computed" and why, tagged on the run
+    raw = cached_step(steps.load_data, reuse)(spec.data, spec.seed, base_dir, loss)
+    steps.log_dataset(raw, logger)
+    splits, scaling = cached_step(steps.preprocess, reuse)(spec.preprocess, raw, spec.data.target_scaling)
+    model = steps.build_model(spec.model, splits.num_features, splits.num_outputs, spec.seed)
+    checkpoint = Checkpointer(logger, getattr(spec.train, "checkpoint_every", 1))
+    model, result = cached_step(steps.train, reuse)(model, splits, spec.train, spec.seed, logger, checkpoint=checkpoint)
+    report_cache_use(logger, reuse, result)
+    report = steps.evaluate(model, splits, scaling, spec.evaluate, result, logger)
+    model_uri = steps.log_model(model, spec.model, splits, scaling, logger)
+    return {"run_id": logger.run_id, "model_uri": model_uri, "metrics": report["metrics"], "task": splits.task}

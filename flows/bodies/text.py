@@ -1,0 +1,40 @@
+"""The body of a text classification pipeline: tokenizer -> data -> tokenize -> model -> train -> evaluate -> model."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tasks.steps import text as steps_text
+from tasks.cache.policy import cached_step, report_cache_use
+from tasks.train.checkpoint import Checkpointer
+from tasks.pipeline.resolved import ResolvedPipeline
+from tasks.pipeline.spec import PipelineSpec
+from tasks.data.preprocess.tokenize import TokenizeConfig
+from tasks.tracking.logger import RunLogger
+
+
+def tokenize_config(spec: PipelineSpec) -> TokenizeConfig:
+    """The pipeline's `tokenize` step, or the default one when `preprocess` is empty (validation has made sure
+    that a text pipeline's steps are at most one `tokenize`)."""
+    return spec.preprocess[0] if spec.preprocess else TokenizeConfig()
+
+
+def run_text(pipeline: ResolvedPipeline, logger: RunLogger, base_dir: Path) -> dict[str, Any]:
+    """Run every step into `logger`'s MLflow run; returns run id, model URI, test metrics and task."""
+    spec = pipeline.spec
+    tokenize = tokenize_config(spec)
+    tokenizer = steps_text.load_tokenizer(spec.model, base_dir)
+    raw = steps_text.load_data(spec.data, spec.seed, base_dir)
+    steps_text.log_dataset(raw, logger)
+    splits = steps_text.tokenize(raw, tokenizer, tokenize, logger)
+    model = steps_text.build_model(spec.model, raw.classes, tokenizer, spec.seed, base_dir)
+    reuse: dict[str, Any] = {}
+    checkpoint = Checkpointer(logger, getattr(spec.train, "checkpoint_every", 1))
+    model, result = cached_step(steps_text.train, reuse)(model, splits, tokenizer, spec.train, tokenize, spec.seed,
+                                                         logger, checkpoint=checkpoint)
+    report_cache_use(logger, reuse, result)
+    eval_batch_size = spec.train.eval_batch_size or max(spec.train.batch_size, 64)
+    report = steps_text.evaluate(model, splits, tokenizer, spec.evaluate, result, eval_batch_size, logger)
+    source = spec.model.pretrained or f"a fresh {spec.model.config['model_type']} model"
+    model_uri = steps_text.log_model(model, tokenizer, raw, logger, source)
+    return {"run_id": logger.run_id, "model_uri": model_uri, "metrics": report["metrics"], "task": "classification"}

@@ -1,0 +1,23 @@
+"""The body of a training pipeline, by the modality of its data: one table, looked up once per run."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from flows.bodies.tabular import run_tabular
+from flows.bodies.text import run_text
+from tasks.pipeline.resolved import ResolvedPipeline
+from tasks.tracking.logger import RunLogger
+
+Body = Callable[[ResolvedPipeline, RunLogger, Path], dict[str, Any]]
+
+#: data modality (`DataBase.modality`) -> the body that trains on it
+TRAINING_BODIES: dict[str, Body] = {
+    "tabular": run_tabular,
+    "text": run_text,
+}
+
+
+def run_training(pipeline: ResolvedPipeline, logger: RunLogger, base_dir: Path) -> dict[str, Any]:
+    """Train one model into `logger`'s run with the body of the pipeline's modality."""
+    return TRAINING_BODIES[pipeline.modality](pipeline, logger, base_dir)

@@ -1,0 +1,1 @@
+"""Step caching: the Prefect cache policy, fingerprints, the index beside the cache, lock files."""

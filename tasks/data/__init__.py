@@ -1,0 +1,1 @@
+"""Data: sources (tables, text), splits, preprocess steps and tokenization."""

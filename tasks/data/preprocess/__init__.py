@@ -1,0 +1,1 @@
+"""Preprocess steps: each module registers its config class in `tasks.registry.PREPROCESSORS`."""

@@ -1,0 +1,37 @@
+"""Preprocess step `standardize` for tables: zero mean and unit variance per feature, fitted on train only.
+
+The fitted statistics go into the run's `FittedScaling` (tasks/data/scaling.py), which the logged model carries so
+that predictions on raw inputs are right.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from tasks.registry import PREPROCESSORS, StrictModel
+
+if TYPE_CHECKING:
+    from tasks.data.scaling import FittedScaling
+
+
+@PREPROCESSORS.register
+class StandardizeConfig(StrictModel):
+    """Scale each feature to zero mean and unit variance, with statistics from the training split."""
+
+    name: Literal["standardize"] = "standardize"
+    with_mean: bool = True
+    with_std: bool = True
+
+    modalities: ClassVar[frozenset[str]] = frozenset({"tabular"})
+
+    def apply(self, X: dict[str, Any], scaling: "FittedScaling") -> dict[str, Any]:
+        """Fit on `X["train"]`, transform every split; the statistics are recorded in `scaling`."""
+        import numpy as np
+        from sklearn.preprocessing import StandardScaler
+
+        n = X["train"].shape[1]
+        scaler = StandardScaler(with_mean=self.with_mean, with_std=self.with_std).fit(X["train"])
+        mean = scaler.mean_ if self.with_mean else np.zeros(n)
+        scale = scaler.scale_ if self.with_std else np.ones(n)
+        scaling.feature_mean = [float(m) for m in mean]
+        scaling.feature_scale = [float(s) for s in scale]
+        return {k: scaler.transform(v).astype(np.float32) for k, v in X.items()}

@@ -1,0 +1,1 @@
+"""Evaluation: the `evaluate:` section, metrics and their direction, reports and plots."""

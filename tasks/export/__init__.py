@@ -1,0 +1,1 @@
+"""Logged models: the torch (tabular) model and the transformers (text) model."""

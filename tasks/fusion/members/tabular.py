@@ -1,0 +1,65 @@
+"""Tabular members: a network with its fitted feature scaling, rebuilt from the spec JSON and safetensors weights
+that fuseflow logs beside every tabular model (`model/extra_files/`), so no pickle is loaded."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tasks.export.torch_model import SPEC_FILE, WEIGHTS_FILE
+from tasks.fusion.members.base import FusionMember
+
+
+class TabularMember(FusionMember):
+    """A tabular network with its fitted feature scaling, rebuilt from a fuseflow model folder."""
+
+    kind = "tabular"
+
+    def __init__(self, name: str, network: Any, spec: dict[str, Any]) -> None:
+        self.name, self.network, self.spec = name, network, spec
+        self.classes = list(spec.get("classes") or [])
+        scaling = spec.get("scaling") or {}
+        n = int(spec["in_features"])
+        self.mean = np.asarray(scaling.get("feature_mean") or [0.0] * n, dtype=np.float32)
+        self.scale = np.asarray(scaling.get("feature_scale") or [1.0] * n, dtype=np.float32)
+
+    @classmethod
+    def from_dir(cls, name: str, model_dir: Path) -> "TabularMember":
+        from tasks.export.torch_model import load_tabular_network
+
+        network, spec = load_tabular_network(model_dir)
+        if spec.get("task") != "classification":
+            raise ValueError(f"member {name} is a {spec.get('task')} model; fusion combines classifiers")
+        return cls(name, network, spec)
+
+    def logits(self, inputs: Any) -> np.ndarray:
+        import torch
+
+        X = np.asarray(inputs, dtype=np.float32)
+        if X.ndim != 2 or X.shape[1] != len(self.mean):
+            raise ValueError(f"member {self.name} expects rows of {len(self.mean)} features, got shape {X.shape}")
+        with torch.no_grad():
+            self.network.eval()
+            return self.network(torch.from_numpy((X - self.mean) / self.scale)).double().numpy()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {k: v.detach().clone() for k, v in self.network.state_dict().items()}
+
+    def with_state(self, name: str, state: dict[str, Any]) -> "TabularMember":
+        """A copy of this member with other weights (a soup)."""
+        import copy
+
+        network = copy.deepcopy(self.network)
+        network.load_state_dict(state)
+        return TabularMember(name, network.eval(), self.spec)
+
+    def save(self, folder: Path) -> dict[str, Any]:
+        from safetensors.torch import save_file
+
+        extras = folder / "extra_files"
+        extras.mkdir(parents=True, exist_ok=True)
+        (extras / SPEC_FILE).write_text(json.dumps(self.spec, indent=2, default=str), encoding="utf-8")
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(extras / WEIGHTS_FILE))
+        return {"name": self.name, "kind": self.kind}

@@ -1,0 +1,1 @@
+"""The validated shape of a pipeline: the spec, its runner and schedules."""

@@ -1,0 +1,114 @@
+"""The validated shape of one pipeline (after `defaults:` are merged and `--set` overrides applied), and the checks
+that need the whole pipeline: does each step, the model and the trainer fit the data's modality."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from pydantic import Field, model_validator
+
+from tasks.evaluate.config import EvaluateConfig
+from tasks.fusion.config import FusionConfig
+from tasks.pipeline.runner import RunnerConfig
+from tasks.pipeline.schedule import ScheduleConfig
+from tasks.registry import DATA_SOURCES, MODELS, PREPROCESSORS, TRAINERS, StrictModel
+from tasks.sweep.config import SweepConfig
+from tasks.tracking.config import TrackingConfig
+
+Issue = tuple[tuple, str]  # (key path in the pipeline, message)
+Kind = Literal["training", "fusion", "sweep"]
+
+
+class PipelineSpec(StrictModel):
+    """One pipeline: data -> preprocess -> model -> train -> evaluate (or a fusion of members, or a sweep)."""
+
+    name: str
+    description: str = ""
+    tags: list[str] = Field(default_factory=list)
+    seed: int = 42
+    schedule: list[ScheduleConfig] = Field(default_factory=list)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    data: Optional[DATA_SOURCES.field_type()] = None
+    preprocess: list[PREPROCESSORS.field_type()] = Field(default_factory=list)
+    model: Optional[MODELS.field_type()] = None
+    train: Optional[TRAINERS.field_type()] = None
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    fusion: Optional[FusionConfig] = None
+    sweep: Optional[SweepConfig] = None
+    runner: RunnerConfig = Field(default_factory=RunnerConfig)
+
+    @model_validator(mode="after")
+    def _complete(self) -> "PipelineSpec":
+        if self.sweep is not None and self.fusion is not None:
+            raise ValueError("a pipeline is a sweep or a fusion, not both: sweep a training pipeline, and use "
+                             "`sweep.fuse_top: K` to fuse its K best trials")
+        if self.fusion is not None:
+            extra = [key for key in ("data", "model", "train", "preprocess") if getattr(self, key)]
+            if extra:
+                raise ValueError(f"a fusion pipeline takes data, model and training from its members; remove "
+                                 f"{', '.join(f'`{k}`' for k in extra)} (or move it into the member pipelines)")
+            return self
+        missing = [key for key in ("data", "model", "train") if getattr(self, key) is None]
+        if missing:
+            raise ValueError(f"a training pipeline needs `data`, `model` and `train` (missing: {', '.join(missing)})")
+        return self
+
+    @property
+    def kind(self) -> Kind:
+        """Which body runs this pipeline: a sweep, a fusion, or one training run."""
+        if self.sweep is not None:
+            return "sweep"
+        if self.fusion is not None:
+            return "fusion"
+        return "training"
+
+    @property
+    def modality(self) -> Optional[str]:
+        """What a training pipeline (or sweep) learns from: `tabular` or `text`, as its data source says; None for
+        a fusion, whose members decide (`ResolvedPipeline.modality`)."""
+        return self.data.modality if self.data is not None else None
+
+    @property
+    def experiment(self) -> str:
+        return self.tracking.experiment or self.name
+
+    def preflight(self, base_dir: Path) -> list[Issue]:
+        """Checks beyond the schema: the steps fit the data, and the file system (files, columns, callables)."""
+        issues = self.fit_issues()
+        for key in ("data", "model", "train"):
+            section = getattr(self, key)
+            check = getattr(section, "preflight", None)
+            if check:
+                issues += [((key,) + path, message) for path, message in check(base_dir)]
+        missing = self.runner.missing_packages()
+        if missing:
+            issues.append((("runner", "type"), missing))
+        return issues
+
+    def fit_issues(self) -> list[Issue]:
+        """Every preprocess step, the model and the training backend must take the data's modality; a text
+        pipeline tokenizes once."""
+        modality = self.modality
+        if modality is None:
+            return []
+        issues: list[Issue] = []
+        why = "the data names a text column" if modality == "text" else "the data has no `text_column`"
+        for i, step in enumerate(self.preprocess):
+            if modality not in step.modalities:
+                issues.append((("preprocess", i), f"preprocess step '{step.name}' does not apply to {modality} data "
+                               f"({why}); {modality} pipelines take: {_fitting(PREPROCESSORS, modality)}"))
+        steps = [i for i, step in enumerate(self.preprocess) if modality in step.modalities]
+        if modality == "text" and len(steps) > 1:
+            issues.append((("preprocess", steps[1]), "give one `tokenize` step (a text pipeline tokenizes once)"))
+        if modality not in self.model.modalities:
+            issues.append((("model", "type"), f"model type '{self.model.type}' does not take {modality} data "
+                           f"({why}); use type: {_fitting(MODELS, modality)}"))
+        if modality not in self.train.modalities:
+            issues.append((("train", "backend"), f"training backend '{self.train.backend}' does not train on "
+                           f"{modality} data ({why}); use backend: {_fitting(TRAINERS, modality)}"))
+        return issues
+
+
+def _fitting(registry: Any, modality: str) -> str:
+    """The registered names whose class takes `modality`, as ` | `-separated text."""
+    return " | ".join(name for name in registry.names() if modality in registry.get(name).modalities)

@@ -1,0 +1,116 @@
+"""The Prefect tasks of a tabular training pipeline: thin wrappers over the step modules, testable via `.fn`."""
+from __future__ import annotations
+
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.cache.policy import NOT_KEYED, StepCachePolicy
+from tasks.data.splits import TabularSplits
+from tasks.tracking import tags
+from tasks.tracking.logger import RunLogger
+
+
+@task(name="load-data", cache_policy=StepCachePolicy(exclude=NOT_KEYED + ("base_dir",)))
+def load_data(config: Any, seed: int, base_dir: Path, loss: str | None = None) -> TabularSplits:
+    """Read the table and split it (seeded, stratified for classification)."""
+    from tasks.data.tabular import load_tabular
+
+    return load_tabular(config, seed, base_dir, loss)
+
+
+@task(name="preprocess", cache_policy=StepCachePolicy())
+def preprocess(steps: list[Any], splits: TabularSplits, target_scaling: str) -> tuple[TabularSplits, Any]:
+    """Fit the preprocess steps on train and transform every split."""
+    from tasks.data.scaling import fit_preprocess
+
+    return fit_preprocess(steps, splits, target_scaling)
+
+
+@task(name="build-model", cache_policy=NO_CACHE)
+def build_model(model_config: Any, in_features: int, out_features: int, seed: int) -> Any:
+    """Instantiate the network with a seeded initialisation."""
+    from tasks.train.common import seeded_init
+
+    with seeded_init(seed):
+        return model_config.build(in_features, out_features)
+
+
+@task(name="train", cache_policy=StepCachePolicy())
+def train(model: Any, splits: TabularSplits, train_config: Any, seed: int, logger: RunLogger | None,
+          resume: dict | None = None, checkpoint: Any = None) -> tuple[Any, Any]:
+    """Run the training backend; per-epoch metrics go to MLflow in one batch per epoch.
+
+    `checkpoint(epoch, state)` saves the resumable state; when it has a saved one (`checkpoint.latest()`: a Prefect
+    retry, or `--resume` of an unfinished run) and no `resume` state is given, training continues from it.
+    The backend's trainer (`train_config.trainer()`) does the work, in DDP processes under torchrun with
+    `train.distributed` (tasks/train/ddp/)."""
+    from tasks.train.checkpoint import finish_training
+
+    result = train_config.trainer().fit_tabular(model, splits, seed, logger, checkpoint, resume)
+    finish_training(result, logger, checkpoint)
+    return model, result
+
+
+def network_outputs(model: Any, splits: TabularSplits, split: str, scaling: Any) -> Any:
+    """Class probabilities (classification) or predictions in target units (regression) of one split."""
+    import torch
+
+    from tasks.train.backends.torch_loop import predict_batches
+
+    out = predict_batches(model.to("cpu"), torch.from_numpy(splits.X[split]), 1024)
+    if splits.task == "classification":
+        return out.softmax(-1).numpy()
+    return out.squeeze(-1).numpy() * scaling.target_scale + scaling.target_mean
+
+
+@task(name="evaluate", cache_policy=NO_CACHE)
+def evaluate(model: Any, splits: TabularSplits, scaling: Any, config: Any, train_result: Any,
+             logger: RunLogger | None) -> dict[str, Any]:
+    """Test metrics, per-class report and plots; logged to the run and returned."""
+    from tasks.evaluate import report as ev
+
+    names = config.for_task(splits.task)
+    y_test = splits.y["test"]
+    outputs = network_outputs(model, splits, "test", scaling)
+    report: dict[str, Any] = {"task": splits.task, "sizes": splits.sizes(), "data_digest": splits.digest}
+    if splits.task == "classification":
+        metrics = ev.classification_metrics(y_test, outputs, names)
+        report.update(ev.classification_report(y_test, outputs, [str(c) for c in splits.classes]))
+    else:
+        y_true = y_test * scaling.target_scale + scaling.target_mean
+        metrics = ev.regression_metrics(y_true, outputs, names)
+    return ev.record_evaluation(report, metrics, train_result, config, logger)
+
+
+@task(name="log-model", cache_policy=NO_CACHE)
+def log_model(model: Any, model_config: Any, splits: TabularSplits, scaling: Any, logger: RunLogger) -> str:
+    """Save the model (pt2 + weights + spec) as the run's `model` artifact; returns its `runs:/` URI."""
+    from tasks.export.torch_model import save_tabular_model
+
+    with tempfile.TemporaryDirectory(prefix="fuseflow-model-") as tmp:
+        path = save_tabular_model(model, model_config, splits, scaling, Path(tmp) / "model")
+        logger.log_artifacts(path, "model")
+    return f"runs:/{logger.run_id}/model"
+
+
+@task(name="log-dataset", cache_policy=NO_CACHE)
+def log_dataset(splits: TabularSplits, logger: RunLogger) -> str:
+    """Record the training split as the run's dataset input (name, content digest, schema)."""
+    import mlflow.data
+    import pandas as pd
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+
+    frame = pd.DataFrame(splits.X["train"], columns=splits.feature_names)
+    frame["label"] = splits.y["train"]
+    source = CodeDatasetSource(tags={tags.DATASET_SOURCE: splits.source})  # sklearn:/hub: names have no resolver
+    with warnings.catch_warnings():  # MLflow infers the schema here and when the input is logged
+        warnings.filterwarnings("ignore", message=".*Integer columns.*")  # class ids are integers by design
+        dataset = mlflow.data.from_pandas(frame, source=source, name=splits.name, targets="label",
+                                          digest=splits.digest)
+        logger.log_dataset(dataset, "training")
+    return splits.digest

@@ -1,0 +1,1 @@
+"""MLflow tracking: the run logger, tag names, registration and promotion."""

@@ -1,0 +1,154 @@
+"""Model Registry steps of a run: `tracking.register` registers the run's model, `tracking.promote` moves an alias
+(default `champion`) to the new version only when it beats the current holder on the same metric."""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, Optional
+
+from pydantic import Field, field_validator
+
+from tasks.registry import StrictModel
+from tasks.tracking import tags
+
+_RESERVED_ALIAS = re.compile(r"^(v\d+|latest)$", re.IGNORECASE)
+_ALIAS = re.compile(r"^[\w-]+$")
+
+
+class PromoteConfig(StrictModel):
+    """`promote: {metric: test_f1_macro, mode: max}`: move `alias` to a new version only when it is better."""
+
+    metric: str = Field(description="a metric the run logs, e.g. test_f1_macro or test_rmse")
+    mode: Literal["max", "min"] = Field("max", description="max: higher is better; min: lower is better")
+    alias: str = Field("champion", description="the registry alias to move, e.g. champion")
+
+    @field_validator("alias")
+    @classmethod
+    def _valid_alias(cls, value: str) -> str:
+        if not _ALIAS.match(value) or _RESERVED_ALIAS.match(value):
+            raise ValueError(f"invalid alias {value!r} (letters, digits, '_' and '-'; 'latest' and 'v<number>' "
+                             f"are reserved by MLflow)")
+        return value
+
+
+def check_model_name(value: Optional[str]) -> Optional[str]:
+    """A registered model name MLflow accepts (not empty, no '/' or ':')."""
+    if value is not None and (not value.strip() or "/" in value or ":" in value):
+        raise ValueError(f"invalid registered model name {value!r} (not empty, no '/' or ':')")
+    return value
+
+
+@dataclass
+class Decision:
+    """What registration and promotion did, for the run's tags and the Prefect artifact."""
+
+    model: str
+    version: str
+    metric: Optional[str] = None
+    value: Optional[float] = None
+    alias: Optional[str] = None
+    champion_version: Optional[str] = None
+    champion_value: Optional[float] = None
+    promoted: bool = False
+    message: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for the flow's return value and the artifact."""
+        return asdict(self)
+
+
+def is_better(new: float, current: float, mode: str) -> bool:
+    """Strictly better: a tie keeps the current champion."""
+    return new > current if mode == "max" else new < current
+
+
+def register(client: Any, name: str, run_id: str, model_uri: str) -> Any:
+    """Register the run's logged model as a new version of `name` (created on first use); the ModelVersion."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
+
+    try:
+        client.create_registered_model(name, description="registered by fuseflow (tracking.register)")
+    except MlflowException as exc:
+        if exc.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+            raise
+    source, model_id = model_source(client, run_id, model_uri)
+    return client.create_model_version(name, source, run_id=run_id, model_id=model_id)
+
+
+def model_source(client: Any, run_id: str, model_uri: str) -> tuple[str, Optional[str]]:
+    """(storage location, logged-model id) of `runs:/<id>/<path>` or `models:/<model_id>` URIs."""
+    if model_uri.startswith("runs:/"):
+        rest = model_uri.removeprefix("runs:/")
+        path = rest.split("/", 1)[1] if "/" in rest else "model"
+        return f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/{path}", None
+    if model_uri.startswith("models:/m-"):
+        model_id = model_uri.removeprefix("models:/")
+        return client.get_logged_model(model_id).artifact_location, model_id
+    raise ValueError(f"cannot register {model_uri!r}: expected runs:/<run_id>/<path> or models:/<model_id>")
+
+
+def current_holder(client: Any, name: str, alias: str, metric: str) -> tuple[Optional[str], Optional[float]]:
+    """(version, metric value) of the version holding `alias`; (None, None) when no version holds it."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None, None
+    try:
+        value = client.get_run(version.run_id).data.metrics.get(metric) if version.run_id else None
+    except MlflowException:  # the holder's run was deleted
+        value = None
+    return str(version.version), value
+
+
+def register_and_promote(tracking: Any, run_id: str, model_uri: str, tracking_uri: str) -> Optional[Decision]:
+    """Register the run's model when `tracking.register` is set; apply `tracking.promote`; tag the run with both.
+
+    The metric of both versions is read from their MLflow runs (the last logged value), so they compare alike.
+    """
+    if not tracking.register:
+        return None
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    promote = tracking.promote
+    value = None
+    if promote:
+        metrics = client.get_run(run_id).data.metrics
+        if promote.metric not in metrics:
+            raise RuntimeError(f"tracking.promote.metric '{promote.metric}' was not logged by this run "
+                               f"(its metrics: {', '.join(sorted(metrics))})")
+        value = metrics[promote.metric]
+    version = register(client, tracking.register, run_id, model_uri)
+    decision = Decision(tracking.register, str(version.version), message=f"registered {tracking.register} "
+                        f"version {version.version}")
+    if promote:
+        decision = decide(client, decision, promote, value)
+        client.set_model_version_tag(decision.model, decision.version, promote.metric, str(value))
+    client.set_tag(run_id, tags.REGISTERED_MODEL, f"{decision.model}/{decision.version}")
+    client.set_tag(run_id, tags.PROMOTION, decision.message)
+    return decision
+
+
+def decide(client: Any, decision: Decision, promote: PromoteConfig, value: float) -> Decision:
+    """Move the alias to the new version when it beats the current holder (or there is none); say why."""
+    held_by, held_value = current_holder(client, decision.model, promote.alias, promote.metric)
+    decision.metric, decision.value, decision.alias = promote.metric, value, promote.alias
+    decision.champion_version, decision.champion_value = held_by, held_value
+    new = f"version {decision.version} ({promote.metric}={value:.4f})"
+    if held_by is None:
+        decision.promoted, why = True, f"no version held @{promote.alias}"
+    elif held_value is None:
+        decision.promoted, why = True, f"the holder, version {held_by}, has no {promote.metric}"
+    else:
+        decision.promoted = is_better(value, held_value, promote.mode)
+        sign = (">" if promote.mode == "max" else "<") if decision.promoted else "not better than"
+        why = f"{promote.metric} {value:.4f} {sign} {held_value:.4f} of version {held_by} (mode {promote.mode})"
+    if decision.promoted:
+        client.set_registered_model_alias(decision.model, promote.alias, decision.version)
+        decision.message = f"promoted {decision.model} {new} to @{promote.alias}: {why}"
+    else:
+        decision.message = f"kept @{promote.alias} on version {held_by}: {why}"
+    return decision

@@ -1,0 +1,1 @@
+"""Training: shared options and results, backends (torch loop, HF Trainer), checkpoints, DDP."""

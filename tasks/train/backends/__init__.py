@@ -1,0 +1,1 @@
+"""Training backends: each module registers its config class in `tasks.registry.TRAINERS`."""

@@ -1,0 +1,53 @@
+"""Several `fuseflow run` processes at once on one sqlite MLflow store and one step cache: every run finishes,
+recorded with its own complete artifacts."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.helpers import write_pipelines
+from tests.support.helpers import cli_env
+
+SEEDS = (11, 12, 13, 14)
+
+
+@pytest.mark.slow
+def test_four_concurrent_runs_on_one_sqlite_store(prefect_harness, project_dir, tracking_uri):
+    import yaml
+    from mlflow import MlflowClient
+
+    write_pipelines(project_dir)
+    assert not Path(tracking_uri.removeprefix("sqlite:///")).exists()  # a fresh store: creation races too
+    env = cli_env(project_dir)
+    procs = [subprocess.Popen([sys.executable, "-m", "flows.cli", "run", "iris-tiny", "--set", f"seed={seed}"],
+                              cwd=project_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for seed in SEEDS]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    for proc, out in zip(procs, outputs):
+        assert proc.returncode == 0, out[-3000:]
+    run_ids = [out.split("MLflow run id: ")[1].split()[0] for out in outputs]
+    assert len(set(run_ids)) == 4
+
+    client = MlflowClient(tracking_uri)
+    artifact_dirs = set()
+    for seed, run_id, out in zip(SEEDS, run_ids, outputs):
+        run = client.get_run(run_id)
+        assert run.info.status == "FINISHED"
+        assert run.data.params["seed"] == str(seed)
+        assert json.loads(run.data.tags["fuseflow.overrides"]) == {"seed": seed}
+        files = {a.path for a in client.list_artifacts(run_id)}
+        assert {"pipeline.yaml", "model", "evaluation"} <= files, files
+        logged = yaml.safe_load(Path(client.download_artifacts(run_id, "pipeline.yaml", str(project_dir))).read_text())
+        assert logged["pipelines"]["iris-tiny"]["seed"] == seed  # its own config, not a neighbour's
+        assert {"evaluation/evaluation_report.json", "evaluation/confusion_matrix.png"} <= {
+            a.path for a in client.list_artifacts(run_id, "evaluation")}
+        assert "MLmodel" in {Path(a.path).name for a in client.list_artifacts(run_id, "model")}
+        assert run.data.metrics["test_accuracy"] == pytest.approx(float(out.split("test_accuracy: ")[1].split()[0]),
+                                                                  abs=1e-4)
+        assert [m.step for m in client.get_metric_history(run_id, "val_loss")] == [1, 2, 3, 4]
+        artifact_dirs.add(run.info.artifact_uri)
+    assert len(artifact_dirs) == 4

@@ -1,0 +1,125 @@
+"""Real servers for end-to-end tests: a `prefect server start` on a free loopback port, child processes in their own
+process groups stopped by PID, polling with the log tail on failure."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+START_TIMEOUT = 180  # a fresh Prefect database starts in 8-15 s on 2 idle cores; CI machines are often busier
+RUN_TIMEOUT = 240
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def base_env(home: Path) -> dict[str, str]:
+    """The test session's environment with an own PREFECT_HOME and no PREFECT_API_URL or MLflow URI inherited."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "MLFLOW_UI_URL")}
+    env.update({"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PYTHONPATH": str(ROOT),
+                "PYTHONUNBUFFERED": "1"})
+    return env
+
+
+def start(argv: list[str], env: dict[str, str], log: Path, cwd: Path | None = None) -> subprocess.Popen:
+    """A child in its own session (its own process group), output to `log`."""
+    with open(log, "ab") as out:
+        return subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def stop_group(proc: subprocess.Popen, grace: float = 30) -> None:
+    """SIGTERM the child's process group, then SIGKILL what is left."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10)):
+        if proc.poll() is not None:
+            break
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            pass
+    try:  # children that outlived their leader (same group id)
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, proc: subprocess.Popen | None = None,
+             log: Path | None = None, every: float = 0.5) -> Any:
+    """Poll `check` until it returns something truthy; fail with the log tail when the process dies or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"{what}: process exited with {proc.returncode}\n{tail(log)}")
+        try:
+            value = check()
+        except Exception:  # noqa: BLE001 - not ready yet
+            value = None
+        if value:
+            return value
+        time.sleep(every)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\n{tail(log)}")
+
+
+def tail(log: Path | None, lines: int = 40) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log and log.exists() else ""
+
+
+class Api:
+    """The Prefect REST API, as the UI uses it."""
+
+    def __init__(self, url: str) -> None:
+        import httpx
+
+        self.url = url
+        self.http = httpx.Client(base_url=url, timeout=30)
+
+    def deployment(self, name: str) -> dict:
+        response = self.http.get(f"/deployments/name/fuseflow/{name}")
+        response.raise_for_status()
+        return response.json()
+
+    def create_run(self, deployment_id: str, parameters: dict) -> Any:
+        return self.http.post(f"/deployments/{deployment_id}/create_flow_run", json={"parameters": parameters})
+
+    def flow_run(self, run_id: str) -> dict:
+        return self.http.get(f"/flow_runs/{run_id}").json()
+
+    def wait_final(self, run_id: str, log: Path) -> dict:
+        return wait_for(lambda: (r := self.flow_run(run_id))["state"]["type"] in
+                        ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") and r, RUN_TIMEOUT, f"flow run {run_id}",
+                        log=log)
+
+    def artifacts(self, run_id: str) -> list[dict]:
+        return self.http.post("/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}}).json()
+
+
+@contextmanager
+def prefect_server(folder: Path) -> Iterator[tuple[Api, Path]]:
+    """A real `prefect server start` on a free loopback port (UI off); yields the API and its PREFECT_HOME."""
+    port = free_port()
+    env = {**base_env(folder / "home"), "PREFECT_SERVER_API_PORT": str(port), "PREFECT_SERVER_API_HOST": "127.0.0.1",
+           "PREFECT_UI_ENABLED": "false"}
+    log = folder / "server.log"
+    proc = start([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1"], env, log)
+    try:
+        api = Api(f"http://127.0.0.1:{port}/api")
+        wait_for(lambda: api.http.get("/health").status_code == 200, START_TIMEOUT, "the Prefect server", proc, log)
+        yield api, folder / "home"
+    finally:
+        stop_group(proc)

@@ -1,0 +1,80 @@
+"""Which Prefect API `fuseflow run` uses: PREFECT_API_URL, else the server of `fuseflow up`, else Prefect's own."""
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+
+from tests.support.helpers import write_pipelines
+
+
+class _Health(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        self.send_response(200 if self.path == "/api/health" else 404)
+        self.end_headers()
+        self.wfile.write(b"true")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def health_server():
+    server = HTTPServer(("127.0.0.1", 0), _Health)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/api"
+    server.shutdown()
+
+
+def _dead_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/api"
+
+
+def _write_stack(folder, url: str) -> None:
+    (folder / ".fuseflow").mkdir(exist_ok=True)
+    (folder / ".fuseflow" / "stack.json").write_text(json.dumps({"prefect_api_url": url}))
+
+
+def test_a_running_stack_server_is_used(project_dir, health_server, monkeypatch):
+    from flows.server import choose_prefect_api
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    _write_stack(project_dir, health_server)
+    choice = choose_prefect_api()
+    assert "from .fuseflow/stack.json" in choice.description
+    assert choice.env == {"PREFECT_API_URL": health_server}
+    import os
+
+    assert "PREFECT_API_URL" not in os.environ  # set only while the run runs (flows.env.environment)
+
+
+def test_a_stale_stack_file_falls_back_to_prefects_choice(project_dir, monkeypatch):
+    import os
+
+    from flows.server import choose_prefect_api
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    _write_stack(project_dir, _dead_url())
+    choice = choose_prefect_api()
+    assert "temporary local server" in choice.description and choice.env == {}
+    assert "PREFECT_API_URL" not in os.environ
+
+
+def test_prefect_api_url_is_honoured_and_checked(project_dir, health_server, monkeypatch, capsys):
+    from flows.cli import main
+    from flows.server import choose_prefect_api
+
+    monkeypatch.setenv("PREFECT_API_URL", health_server)
+    assert "(PREFECT_API_URL)" in choose_prefect_api().description
+    dead = _dead_url()
+    monkeypatch.setenv("PREFECT_API_URL", dead)
+    write_pipelines(project_dir)
+    assert main(["run", "iris-tiny"]) == 1
+    assert f"PREFECT_API_URL={dead} does not answer" in capsys.readouterr().err
