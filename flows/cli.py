@@ -129,17 +129,18 @@ def _report_run(label: str, prefect_api: Any, call: Any, show: Any) -> int:
     return EXIT_OK
 
 
-def _print_summary(summary: dict[str, Any]) -> None:
+def _print_summary(summary: Any) -> None:
+    """The run id, the model and the test metrics of a `RunSummary`."""
     from rich.table import Table
 
     console = _console()
-    console.print(f"MLflow run id: {summary['run_id']}")
-    console.print(f"model: {summary['model_uri']}")
-    table = Table("metric", "value", title=f"{summary['pipeline']}: test metrics")
-    for key, value in summary["metrics"].items():
+    console.print(f"MLflow run id: {summary.run_id}")
+    console.print(f"model: {summary.model_uri}")
+    table = Table("metric", "value", title=f"{summary.pipeline}: test metrics")
+    for key, value in summary.metrics.items():
         table.add_row(key, f"{value:.4f}")
     console.print(table)
-    for key, value in summary["metrics"].items():
+    for key, value in summary.metrics.items():
         print(f"{key}: {value:.4f}")
 
 

@@ -18,6 +18,7 @@ from flows.bodies.training import run_training
 from tasks.cache.policy import CacheOptions, cache_options, current_options, independent_steps
 from tasks.pipeline.resolved import ResolvedPipeline
 from tasks.pipeline.runner import RunnerConfig
+from tasks.pipeline.summary import RunSummary
 from tasks.tracking.logger import absolute_uri, resolve_tracking_uri
 
 
@@ -34,7 +35,7 @@ class NestedJob:
 @dataclass
 class NestedOutcome:
     key: str
-    summary: Optional[dict[str, Any]] = None
+    summary: Optional[RunSummary] = None
     error: Optional[str] = None
 
     @property
@@ -43,7 +44,7 @@ class NestedOutcome:
 
 
 @task(name="train-nested", task_run_name="train-{job.key}", cache_policy=NO_CACHE, persist_result=False)
-def train_nested(job: NestedJob, base_dir: Path, parent_run_id: str, cache: CacheOptions) -> dict[str, Any]:
+def train_nested(job: NestedJob, base_dir: Path, parent_run_id: str, cache: CacheOptions) -> RunSummary:
     """Train the job's pipeline in a nested MLflow run (in this process, a thread, or a cluster worker)."""
     from flows.tracking_run import tracked_run
 

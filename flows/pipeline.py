@@ -13,13 +13,14 @@ from flows.spec.overrides import parse_overrides
 from flows.spec.project import DEFAULT_FILE, load_project
 from flows.spec.resolve import resolve
 from flows.tracking_run import tracked_run
+from tasks.pipeline.summary import RunSummary
 from tasks.tracking import tags
 from tasks.tracking.promotion import register_and_promote
 
 
 @flow(name="fuseflow", flow_run_name="{pipeline}", validate_parameters=True, persist_result=False)
 def run_pipeline(pipeline: str, overrides: Optional[dict[str, Any]] = None, file: str = DEFAULT_FILE,
-                 no_cache: bool = False, resume: bool = False, rerun_of: Optional[str] = None) -> dict[str, Any]:
+                 no_cache: bool = False, resume: bool = False, rerun_of: Optional[str] = None) -> RunSummary:
     """Run pipeline `pipeline` of `file`, with `overrides` (dotted keys -> values) applied before validation.
 
     `no_cache` recomputes every cached step; `resume` continues the latest unfinished run of this pipeline and
@@ -44,12 +45,11 @@ def run_pipeline(pipeline: str, overrides: Optional[dict[str, Any]] = None, file
     with tracked_run(spec, overrides, project.base_dir, extra_tags=extra_tags, resume=resume) as logger, \
             cache_options(cache_dir(project.base_dir), no_cache):
         summary = body(resolved, logger, project.base_dir)
-        decision = register_and_promote(spec.tracking, summary["run_id"], summary["model_uri"], logger.tracking_uri)
-    summary["pipeline"] = pipeline
-    summary["registry"] = decision.to_dict() if decision else None
-    summary["mlflow_run_url"] = publish_run_report(pipeline, summary, logger.tracking_uri, summary["registry"])
-    get_run_logger().info("finished: MLflow run %s, %s", summary["run_id"],
-                          ", ".join(f"{k}={v:.4f}" for k, v in summary["metrics"].items()))
-    if summary["registry"]:
-        get_run_logger().info("registry: %s", summary["registry"]["message"])
+        summary.registry = register_and_promote(spec.tracking, summary.run_id, summary.model_uri, logger.tracking_uri)
+    summary.pipeline = pipeline
+    summary.mlflow_run_url = publish_run_report(pipeline, summary, logger.tracking_uri)
+    get_run_logger().info("finished: MLflow run %s, %s", summary.run_id,
+                          ", ".join(f"{k}={v:.4f}" for k, v in summary.metrics.items()))
+    if summary.registry:
+        get_run_logger().info("registry: %s", summary.registry.message)
     return summary

@@ -15,6 +15,7 @@ from typing import Any, Callable
 import yaml
 
 from tasks.errors import ConfigError, ConfigIssue
+from tasks.pipeline.summary import RerunSummary
 from tasks.paths import RERUN_FILE_PREFIX
 
 def loadable_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -119,15 +120,13 @@ def _rerun(run_id: str, use_cache: bool, project_dir: Path, warn: Callable[[str]
         summary = run_pipeline(name, None, str(file), no_cache=not use_cache, rerun_of=run_id)
     finally:
         file.unlink(missing_ok=True)
-    before, after = dataset_digests(client, run_id), dataset_digests(client, summary["run_id"])
+    before, after = dataset_digests(client, run_id), dataset_digests(client, summary.run_id)
     if before and after and before != after:
         warnings.append(f"data digest differs: the run had {', '.join(sorted(before))}, "
                         f"now {', '.join(sorted(after))}")
         warn(warnings[-1])
-    summary["warnings"] = warnings
-    summary["rerun_of"] = run_id
-    summary["original"] = {k: v for k, v in original.data.metrics.items() if k.startswith("test_")}
-    return summary
+    return RerunSummary(summary, run_id, {k: v for k, v in original.data.metrics.items() if k.startswith("test_")},
+                        warnings)
 
 
 def print_rerun(summary: dict[str, Any]) -> None:
@@ -136,11 +135,12 @@ def print_rerun(summary: dict[str, Any]) -> None:
     from rich.table import Table
 
     console = Console(highlight=False)
-    console.print(f"MLflow run id: {summary['run_id']} (reproduces {summary['rerun_of']})")
-    table = Table("metric", "original", "rerun", title=f"{summary['pipeline']}: test metrics")
+    run = summary.run
+    console.print(f"MLflow run id: {run.run_id} (reproduces {summary.rerun_of})")
+    table = Table("metric", "original", "rerun", title=f"{run.pipeline}: test metrics")
     same = True
-    for key, value in summary["metrics"].items():
-        old = summary["original"].get(key)
+    for key, value in run.metrics.items():
+        old = summary.original.get(key)
         same &= old is not None and abs(old - value) <= 1e-9 * max(1.0, abs(old))
         table.add_row(key, "-" if old is None else f"{old:.4f}", f"{value:.4f}")
     console.print(table)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import re
-from typing import Any, Mapping, Optional
+from typing import Optional
+
+from tasks.pipeline.summary import RunSummary
 
 log = logging.getLogger("fuseflow")
 
@@ -28,29 +30,27 @@ def artifact_key(pipeline: str) -> str:
     return "fuseflow-" + (re.sub(r"[^a-z0-9-]+", "-", pipeline.lower()).strip("-") or "pipeline") + "-metrics"
 
 
-def report_markdown(pipeline: str, summary: Mapping[str, Any], run_url: Optional[str],
-                    decision: Optional[Mapping[str, Any]] = None) -> str:
+def report_markdown(pipeline: str, summary: RunSummary, run_url: Optional[str]) -> str:
     """Markdown: the final metrics table, the MLflow run (linked when a UI URL is known), the registry decision."""
-    run_id = summary["run_id"]
+    run_id, decision = summary.run_id, summary.registry
     lines = [f"### fuseflow `{pipeline}`", "", "| metric | value |", "| --- | ---: |"]
-    lines += [f"| {name} | {value:.4f} |" for name, value in summary.get("metrics", {}).items()]
+    lines += [f"| {name} | {value:.4f} |" for name, value in summary.metrics.items()]
     lines += ["", f"MLflow run: [{run_id}]({run_url})" if run_url else
               f"MLflow run: `{run_id}` (set {MLFLOW_UI_ENV} to get a link to the MLflow UI)",
-              f"Model: `{summary.get('model_uri')}`"]
+              f"Model: `{summary.model_uri}`"]
     if decision:
-        lines += ["", f"Registry: {decision['message']}"]
-        if decision.get("metric"):
-            lines += ["", f"| version | {decision['metric']} |", "| --- | ---: |",
-                      f"| new: {decision['version']} | {decision['value']:.4f} |"]
-            if decision.get("champion_version"):
-                held = decision.get("champion_value")
-                lines.append(f"| @{decision['alias']} before: {decision['champion_version']} | "
+        lines += ["", f"Registry: {decision.message}"]
+        if decision.metric:
+            lines += ["", f"| version | {decision.metric} |", "| --- | ---: |",
+                      f"| new: {decision.version} | {decision.value:.4f} |"]
+            if decision.champion_version:
+                held = decision.champion_value
+                lines.append(f"| @{decision.alias} before: {decision.champion_version} | "
                              f"{'-' if held is None else f'{held:.4f}'} |")
     return "\n".join(lines) + "\n"
 
 
-def publish_run_report(pipeline: str, summary: Mapping[str, Any], tracking_uri: str,
-                       decision: Optional[Mapping[str, Any]] = None) -> Optional[str]:
+def publish_run_report(pipeline: str, summary: RunSummary, tracking_uri: str) -> Optional[str]:
     """Attach the report to the current flow run (key `fuseflow-<pipeline>-metrics`); the MLflow run URL, if any."""
     from prefect.artifacts import create_markdown_artifact
 
@@ -59,11 +59,11 @@ def publish_run_report(pipeline: str, summary: Mapping[str, Any], tracking_uri: 
     if base:
         from mlflow import MlflowClient
 
-        run_url = mlflow_run_url(base, MlflowClient(tracking_uri).get_run(summary["run_id"]).info.experiment_id,
-                                 summary["run_id"])
+        run_url = mlflow_run_url(base, MlflowClient(tracking_uri).get_run(summary.run_id).info.experiment_id,
+                                 summary.run_id)
     try:
-        create_markdown_artifact(report_markdown(pipeline, summary, run_url, decision), key=artifact_key(pipeline),
-                                 description=f"final metrics of MLflow run {summary['run_id']}")
+        create_markdown_artifact(report_markdown(pipeline, summary, run_url), key=artifact_key(pipeline),
+                                 description=f"final metrics of MLflow run {summary.run_id}")
     except Exception as exc:  # noqa: BLE001 - the MLflow run is complete; a missing artifact must not fail it
         log.warning("could not create the Prefect artifact: %s: %s", type(exc).__name__, exc)
     return run_url

@@ -11,7 +11,9 @@ from typing import Any, Optional
 from prefect import get_run_logger
 
 from tasks.pipeline.resolved import ResolvedPipeline
+from tasks.fusion.report import FusionReport
 from tasks.pipeline.spec import PipelineSpec
+from tasks.pipeline.summary import FusionSummary, RunSummary
 from tasks.steps.fusion import fuse_members, load_member
 from tasks.tracking import tags
 from tasks.tracking.logger import RunLogger, write_json
@@ -25,7 +27,7 @@ def _member_pipeline(fusion_spec: PipelineSpec, member: Any) -> ResolvedPipeline
     return ResolvedPipeline(member.spec.model_copy(update={"tracking": tracking}))
 
 
-def run_fusion(pipeline: ResolvedPipeline, logger: RunLogger, base_dir: Path) -> dict[str, Any]:
+def run_fusion(pipeline: ResolvedPipeline, logger: RunLogger, base_dir: Path) -> RunSummary:
     """Run the fusion into `logger`'s (the parent) MLflow run; returns run id, model URI and test metrics."""
     from flows.nested import NestedJob, train_all
     from tasks.fusion.fuse import load_fusion_data
@@ -45,13 +47,13 @@ def run_fusion(pipeline: ResolvedPipeline, logger: RunLogger, base_dir: Path) ->
         name, outcome = failed[0]
         raise RuntimeError(f"member {name} failed ({len(failed)} of {len(outcomes)} inline members failed): "
                            f"{outcome.error}")
-    uris = [outcomes[m.index].summary["model_uri"] if m.inline else m.uri for m in resolved.members]
-    run_ids = [outcomes[m.index].summary["run_id"] if m.inline else m.run_id for m in resolved.members]
+    uris = [outcomes[m.index].summary.model_uri if m.inline else m.uri for m in resolved.members]
+    run_ids = [outcomes[m.index].summary.run_id if m.inline else m.run_id for m in resolved.members]
     return fuse_into_run(spec, fusion, resolved, data, uris, run_ids, logger, record_uri_members=True)
 
 
 def fuse_into_run(spec: PipelineSpec, fusion: Any, resolved: Any, data: Any, uris: list[str],
-                  run_ids: list[Optional[str]], logger: RunLogger, record_uri_members: bool) -> dict[str, Any]:
+                  run_ids: list[Optional[str]], logger: RunLogger, record_uri_members: bool) -> RunSummary:
     """Fuse trained members (their model URIs and runs) into `logger`'s run: load them, check they saw the
     fusion's data, fit the method on validation, score test once, and log the report and the shipped model.
     `record_uri_members` adds a nested run for each `model:` member (a sweep's trials have theirs already)."""
@@ -70,10 +72,9 @@ def fuse_into_run(spec: PipelineSpec, fusion: Any, resolved: Any, data: Any, uri
                 _record_uri_member(spec, member, run_ids[member.index], outcome.report, logger)
     model_uri = _log_outcome(outcome, data, names, logger,
                              best_uri=uris[outcome.best_index], best_name=resolved.members[outcome.best_index].name)
-    log.info("fusion: %s", outcome.report["note"])
-    return {"run_id": logger.run_id, "model_uri": model_uri, "metrics": _shipped_metrics(outcome, names),
-            "task": "classification",
-            "fusion": {"shipped": outcome.shipped, "member_run_ids": run_ids, "report": outcome.report}}
+    log.info("fusion: %s", outcome.report.note)
+    return RunSummary(logger.run_id, model_uri, _shipped_metrics(outcome.report, names), "classification",
+                      fusion=FusionSummary(outcome.shipped, run_ids, outcome.report))
 
 
 def log_fusion_dataset(data: Any, logger: RunLogger) -> None:
@@ -101,19 +102,17 @@ def _check_digests(members: list[Any], run_ids: list[Optional[str]], digest: str
                              "members must share one data split")
 
 
-def _shipped_metrics(outcome: Any, names: list[str]) -> dict[str, float]:
-    rep = outcome.report
-    source = rep["fused"] if outcome.shipped == "fused" else rep["best_member"]
-    return {f"test_{k}": v for k, v in source["test"].items() if k in names}
+def _shipped_metrics(report: FusionReport, names: list[str]) -> dict[str, float]:
+    return {f"test_{k}": v for k, v in report.shipped_scores.test.items() if k in names}
 
 
-def _record_uri_member(spec: PipelineSpec, member: Any, run_id: Optional[str], report: dict[str, Any],
+def _record_uri_member(spec: PipelineSpec, member: Any, run_id: Optional[str], report: FusionReport,
                        parent: RunLogger) -> None:
     """A nested run for a `model:` member: where it came from, and its metrics on the fusion's splits."""
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
     parent_run = parent.client.get_run(parent.run_id)
-    entry = report["members"][member.index]
+    entry = report.members[member.index]
     run = parent.client.create_run(parent_run.info.experiment_id,
                                    run_name=f"{spec.tracking.run_name or spec.name}/{member.name}",
                                    tags={MLFLOW_PARENT_RUN_ID: parent.run_id, tags.FUSION_MEMBER: member.name,
@@ -122,8 +121,8 @@ def _record_uri_member(spec: PipelineSpec, member: Any, run_id: Optional[str], r
     child = RunLogger(run.info.run_id, parent.tracking_uri)
     try:
         child.log_params({"model_uri": member.uri, "source_run_id": run_id or ""})
-        child.log_metrics({**{f"val_{k}": v for k, v in entry["val"].items()},
-                           **{f"test_{k}": v for k, v in entry["test"].items()}})
+        child.log_metrics({**{f"val_{k}": v for k, v in entry.val.items()},
+                           **{f"test_{k}": v for k, v in entry.test.items()}})
     except BaseException:
         parent.client.set_terminated(run.info.run_id, "FAILED")
         raise
@@ -137,26 +136,26 @@ def _log_outcome(outcome: Any, data: Any, names: list[str], logger: RunLogger, b
     from tasks.fusion.report import markdown_table, plot_members
 
     rep = outcome.report
-    metrics: dict[str, float] = dict(_shipped_metrics(outcome, names))
-    for member in rep["members"]:
-        metrics.update({f"{member['name']}_test_{k}": v for k, v in member["test"].items()})
-    for row in ("best_member", "mean", "fused"):
-        metrics.update({f"{row}_test_{k}": v for k, v in rep[row]["test"].items()})
-        metrics.update({f"{row}_val_{k}": v for k, v in rep[row]["val"].items()})
-    for key, ci in rep["bootstrap"].items():
-        metrics.update({f"fused_minus_best_test_{key}": ci["delta"], f"fused_minus_best_test_{key}_ci_low": ci["low"],
-                        f"fused_minus_best_test_{key}_ci_high": ci["high"]})
+    metrics: dict[str, float] = dict(_shipped_metrics(rep, names))
+    for member in rep.members:
+        metrics.update({f"{member.name}_test_{k}": v for k, v in member.test.items()})
+    for row, scores in (("best_member", rep.best_member), ("mean", rep.mean), ("fused", rep.fused)):
+        metrics.update({f"{row}_test_{k}": v for k, v in scores.test.items()})
+        metrics.update({f"{row}_val_{k}": v for k, v in scores.val.items()})
+    for key, ci in rep.bootstrap.items():
+        metrics.update({f"fused_minus_best_test_{key}": ci.delta, f"fused_minus_best_test_{key}_ci_low": ci.low,
+                        f"fused_minus_best_test_{key}_ci_high": ci.high})
     logger.log_metrics(metrics)
-    weights = {m["name"]: m["weight"] for m in rep["members"]}
+    weights = {m.name: m.weight for m in rep.members}
     logger.log_params({f"fusion.weights.{k}": round(v, 6) for k, v in weights.items()})
     table = markdown_table(rep)
     logger.set_tags({tags.FUSION_SHIPPED: outcome.shipped, tags.FUSION_BEST_MEMBER: best_name,
-                     tags.FUSION_GAIN: rep["gain_on_validation"], tags.FUSION_NOTE: rep["note"], tags.NOTE: table})
+                     tags.FUSION_GAIN: rep.gain_on_validation, tags.FUSION_NOTE: rep.note, tags.NOTE: table})
     with tempfile.TemporaryDirectory(prefix="fuseflow-fusion-") as tmp:
         folder = Path(tmp) / "fusion"
         folder.mkdir()
-        write_json(folder / "fusion_report.json", rep)
-        write_json(folder / "weights.json", {"members": weights, "combination": rep["combination"]})
+        write_json(folder / "fusion_report.json", rep.to_dict())
+        write_json(folder / "weights.json", {"members": weights, "combination": rep.combination})
         (folder / "member_table.md").write_text(table, encoding="utf-8")
         plot_members(rep, folder / "fusion_members.png")
         logger.log_artifacts(folder, "fusion")
@@ -167,12 +166,12 @@ def _log_outcome(outcome: Any, data: Any, names: list[str], logger: RunLogger, b
         ev.plot_confusion_matrix(cm["confusion_matrix"], cm["class_names"], evaluation / "confusion_matrix.png",
                                  title=f"confusion matrix (test, {outcome.shipped})")
         write_json(evaluation / "evaluation_report.json", {"task": "classification", "shipped": outcome.shipped,
-                                                           "metrics": _shipped_metrics(outcome, names), **cm})
+                                                           "metrics": _shipped_metrics(rep, names), **cm})
         logger.log_artifacts(evaluation, "evaluation")
         model_dir = Path(tmp) / "model"
         if outcome.shipped == "fused":
             predictor = FusedPredictor(outcome.members, outcome.combination, data.classes)
-            save_fused_model(predictor, model_dir, _input_example(data), rep)
+            save_fused_model(predictor, model_dir, _input_example(data), rep.method)
         else:
             copy_model(best_uri, model_dir, logger.tracking_uri)
         logger.log_artifacts(model_dir, "model")

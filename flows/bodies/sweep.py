@@ -12,6 +12,7 @@ from prefect import get_run_logger
 
 from tasks.pipeline.resolved import ResolvedPipeline
 from tasks.pipeline.spec import PipelineSpec
+from tasks.pipeline.summary import RunSummary, SweepSummary
 from tasks.sweep.report import (TrialResult, collect, markdown, plot_parallel, ranked, report_json, table_rows,
                                 trial_runs, write_csv)
 from tasks.tracking import tags
@@ -26,7 +27,7 @@ def _trial_pipeline(spec: PipelineSpec, trial: Any) -> ResolvedPipeline:
     return ResolvedPipeline(trial.spec.model_copy(update={"tracking": tracking}))
 
 
-def run_sweep(pipeline: ResolvedPipeline, logger: RunLogger, base_dir: Path) -> dict[str, Any]:
+def run_sweep(pipeline: ResolvedPipeline, logger: RunLogger, base_dir: Path) -> RunSummary:
     """Run the sweep into `logger`'s (the parent) MLflow run; returns run id, shipped model URI and test metrics."""
     from flows.nested import NestedJob, train_all
 
@@ -87,9 +88,9 @@ def run_sweep(pipeline: ResolvedPipeline, logger: RunLogger, base_dir: Path) -> 
         copy_model(f"runs:/{best.run_id}/model", Path(tmp) / "model", logger.tracking_uri)
         logger.log_artifacts(Path(tmp) / "model", "model")
     logger.log_metrics(best.test_metrics)
-    return {"run_id": logger.run_id, "model_uri": f"runs:/{logger.run_id}/model", "metrics": best.test_metrics,
-            "task": _task_of(best), "sweep": {"best_trial": best.index, "best_run_id": best.run_id, "best_values": best.values,
-                                    "finished": len(order), "failed": len(results) - len(order)}}
+    return RunSummary(logger.run_id, f"runs:/{logger.run_id}/model", best.test_metrics, _task_of(best),
+                      sweep=SweepSummary(best.index, best.run_id, best.values, finished=len(order),
+                                         failed=len(results) - len(order)))
 
 
 def _log_best_params(best: TrialResult, logger: RunLogger) -> None:
@@ -150,7 +151,7 @@ def _log_table(results: list[TrialResult], order: list[TrialResult], metric: str
     return table
 
 
-def _fuse_top(spec: PipelineSpec, top: list[TrialResult], logger: RunLogger, base_dir: Path) -> dict[str, Any]:
+def _fuse_top(spec: PipelineSpec, top: list[TrialResult], logger: RunLogger, base_dir: Path) -> RunSummary:
     """Fuse the best trials' models (as `model: runs:/...` members) into the sweep's run with `fuse_method`."""
     from flows.bodies.fusion import log_fusion_dataset, fuse_into_run
     from tasks.fusion.checks import check_fusion
@@ -172,6 +173,5 @@ def _fuse_top(spec: PipelineSpec, top: list[TrialResult], logger: RunLogger, bas
     log_fusion_dataset(data, logger)
     summary = fuse_into_run(fusion_spec, fusion, resolved, data, [m.uri for m in resolved.members],
                             [m.run_id for m in resolved.members], logger, record_uri_members=False)
-    summary["sweep"] = {"best_trial": top[0].index, "best_run_id": top[0].run_id, "best_values": top[0].values,
-                        "fused_trials": [r.index for r in top]}
+    summary.sweep = SweepSummary(top[0].index, top[0].run_id, top[0].values, fused_trials=[r.index for r in top])
     return summary

@@ -8,10 +8,11 @@ from tasks.steps import tabular as steps
 from tasks.cache.policy import cached_step, report_cache_use
 from tasks.train.checkpoint import Checkpointer
 from tasks.pipeline.resolved import ResolvedPipeline
+from tasks.pipeline.summary import RunSummary
 from tasks.tracking.logger import RunLogger
 
 
-def run_tabular(pipeline: ResolvedPipeline, logger: RunLogger, base_dir: Path) -> dict[str, Any]:
+def run_tabular(pipeline: ResolvedPipeline, logger: RunLogger, base_dir: Path) -> RunSummary:
     """Run every step into `logger`'s MLflow run; returns run id, model URI, test metrics and task."""
     spec = pipeline.spec
     loss = getattr(spec.train, "loss", None)
@@ -25,4 +26,4 @@ def run_tabular(pipeline: ResolvedPipeline, logger: RunLogger, base_dir: Path) -
     report_cache_use(logger, reuse, result)
     report = steps.evaluate(model, splits, scaling, spec.evaluate, result, logger)
     model_uri = steps.log_model(model, spec.model, splits, scaling, logger)
-    return {"run_id": logger.run_id, "model_uri": model_uri, "metrics": report["metrics"], "task": splits.task}
+    return RunSummary(logger.run_id, model_uri, report["metrics"], splits.task)

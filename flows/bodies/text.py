@@ -8,6 +8,7 @@ from tasks.steps import text as steps_text
 from tasks.cache.policy import cached_step, report_cache_use
 from tasks.train.checkpoint import Checkpointer
 from tasks.pipeline.resolved import ResolvedPipeline
+from tasks.pipeline.summary import RunSummary
 from tasks.pipeline.spec import PipelineSpec
 from tasks.data.preprocess.tokenize import TokenizeConfig
 from tasks.tracking.logger import RunLogger
@@ -16,10 +17,10 @@ from tasks.tracking.logger import RunLogger
 def tokenize_config(spec: PipelineSpec) -> TokenizeConfig:
     """The pipeline's `tokenize` step, or the default one when `preprocess` is empty (validation has made sure
     that a text pipeline's steps are at most one `tokenize`)."""
-    return spec.preprocess[0] if spec.preprocess else TokenizeConfig()
+    return next((s for s in spec.preprocess if isinstance(s, TokenizeConfig)), TokenizeConfig())
 
 
-def run_text(pipeline: ResolvedPipeline, logger: RunLogger, base_dir: Path) -> dict[str, Any]:
+def run_text(pipeline: ResolvedPipeline, logger: RunLogger, base_dir: Path) -> RunSummary:
     """Run every step into `logger`'s MLflow run; returns run id, model URI, test metrics and task."""
     spec = pipeline.spec
     tokenize = tokenize_config(spec)
@@ -37,4 +38,4 @@ def run_text(pipeline: ResolvedPipeline, logger: RunLogger, base_dir: Path) -> d
     report = steps_text.evaluate(model, splits, tokenizer, spec.evaluate, result, eval_batch_size, logger)
     source = spec.model.pretrained or f"a fresh {spec.model.config['model_type']} model"
     model_uri = steps_text.log_model(model, tokenizer, raw, logger, source)
-    return {"run_id": logger.run_id, "model_uri": model_uri, "metrics": report["metrics"], "task": "classification"}
+    return RunSummary(logger.run_id, model_uri, report["metrics"], "classification")

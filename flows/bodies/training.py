@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from flows.bodies.tabular import run_tabular
 from flows.bodies.text import run_text
 from tasks.pipeline.resolved import ResolvedPipeline
+from tasks.pipeline.summary import RunSummary
 from tasks.tracking.logger import RunLogger
 
-Body = Callable[[ResolvedPipeline, RunLogger, Path], dict[str, Any]]
+Body = Callable[[ResolvedPipeline, RunLogger, Path], RunSummary]
 
 #: data modality (`DataBase.modality`) -> the body that trains on it
 TRAINING_BODIES: dict[str, Body] = {
@@ -18,6 +19,6 @@ TRAINING_BODIES: dict[str, Body] = {
 }
 
 
-def run_training(pipeline: ResolvedPipeline, logger: RunLogger, base_dir: Path) -> dict[str, Any]:
+def run_training(pipeline: ResolvedPipeline, logger: RunLogger, base_dir: Path) -> RunSummary:
     """Train one model into `logger`'s run with the body of the pipeline's modality."""
     return TRAINING_BODIES[pipeline.modality](pipeline, logger, base_dir)

@@ -229,6 +229,27 @@ def fingerprint_code(fn: Callable[..., Any], inputs: Mapping[str, Any]) -> dict[
 
 # ---------------------------------------------------------------- data
 
+def tokenizer_definition(tokenizer: Any) -> Any:
+    """What decides a tokenizer's output: its full JSON definition (a fast tokenizer) without the truncation and
+    padding state its last call left behind, or its vocabulary (a slow one)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and hasattr(backend, "to_str"):
+        return {k: v for k, v in json.loads(backend.to_str()).items() if k not in ("truncation", "padding")}
+    return sorted(tokenizer.get_vocab().items())
+
+
+def weights_digest(model: Any) -> str:
+    """sha256 of a torch model's weights and buffers (names, dtypes, shapes and bytes, in state-dict order)."""
+    import torch
+
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 def file_digest(path: Path) -> str:
     """Content digest of a file, or of every file of a folder (names and contents)."""
     h = hashlib.sha256()
@@ -248,11 +269,8 @@ def data_digest(value: Any, base_dir: Path | None = None) -> str | None:
         return found
     backend = getattr(value, "backend_tokenizer", None)  # a Hugging Face fast tokenizer: vocabulary, rules, options
     if backend is not None and hasattr(backend, "to_str"):
-        state = json.loads(backend.to_str())
-        state.pop("truncation", None)  # set by the last call that truncated or padded: not the tokenizer's identity
-        state.pop("padding", None)
         options = getattr(value, "init_kwargs", {})
-        return digest(json.dumps([state, options], sort_keys=True, default=str))
+        return digest(json.dumps([tokenizer_definition(value), options], sort_keys=True, default=str))
     fingerprint = getattr(value, "_fingerprint", None)  # a datasets.Dataset
     if isinstance(fingerprint, str):
         return fingerprint
@@ -261,11 +279,7 @@ def data_digest(value: Any, base_dir: Path | None = None) -> str | None:
     if type(value).__module__.startswith("torch") and hasattr(value, "detach") and hasattr(value, "numpy"):
         return data_digest(value.detach().cpu().contiguous().numpy())
     if hasattr(value, "state_dict") and hasattr(value, "parameters"):  # a torch model: structure and weights
-        h = hashlib.sha256(repr(value).encode())
-        for name, tensor in value.state_dict().items():
-            h.update(name.encode())
-            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        return h.hexdigest()[:16]
+        return digest(repr(value) + weights_digest(value))
     resolved_path = getattr(value, "resolved_path", None)  # a file data source: its content, not its path
     if callable(resolved_path) and base_dir is not None:
         path = Path(resolved_path(base_dir))

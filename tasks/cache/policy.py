@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import logging
 import os
 from contextvars import ContextVar
 from pathlib import Path
@@ -27,6 +26,7 @@ from prefect.cache_policies import CachePolicy
 
 from tasks.cache import index as cache_index
 from tasks.paths import CACHE_DIR
+from tasks.steps.run_logger import run_logger
 from tasks.tracking import tags
 from tasks.cache.fingerprint import digest, fingerprint_code, fingerprint_inputs, fingerprint_versions
 
@@ -34,7 +34,6 @@ CACHE_DIR_ENV = "FUSEFLOW_CACHE_DIR"
 #: inputs never part of a key: where results are logged and how training is resumed do not change the result
 NOT_KEYED = ("logger", "checkpoint", "resume")
 
-log = logging.getLogger("fuseflow")
 
 
 def cache_dir(base_dir: Path | str | None = None) -> Path:
@@ -94,7 +93,7 @@ class StepCachePolicy(CachePolicy):
         if not task_ctx:
             return None
         task = task_ctx.task
-        run_log = _run_logger()
+        run_log = run_logger()
         try:
             parts = self.key_parts(task.fn, inputs)
         except TypeError as exc:  # an input that cannot be fingerprinted: never reuse a result for it
@@ -125,16 +124,6 @@ def _refresh_setting() -> bool:
     from prefect.settings import PREFECT_TASKS_REFRESH_CACHE
 
     return bool(PREFECT_TASKS_REFRESH_CACHE.value())
-
-
-def _run_logger() -> Any:
-    from prefect.exceptions import MissingContextError
-    from prefect.logging import get_run_logger
-
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return log
 
 
 @contextlib.contextmanager

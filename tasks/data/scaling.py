@@ -21,6 +21,12 @@ class FittedScaling:
     target_mean: float = 0.0
     target_scale: float = 1.0
 
+    def compose(self, mean: Any, scale: Any) -> None:
+        """Follow the scaling so far with `(x - mean) / scale` (per feature): the logged model then applies both
+        to raw inputs, `((x - m1) / s1 - m2) / s2 = (x - (m1 + m2 * s1)) / (s1 * s2)`."""
+        self.feature_mean = [float(m1 + m2 * s1) for m1, m2, s1 in zip(self.feature_mean, mean, self.feature_scale)]
+        self.feature_scale = [float(s1 * s2) for s1, s2 in zip(self.feature_scale, scale)]
+
     def to_dict(self) -> dict[str, Any]:
         return {"feature_mean": self.feature_mean, "feature_scale": self.feature_scale,
                 "target_mean": self.target_mean, "target_scale": self.target_scale}

@@ -14,7 +14,7 @@ import numpy as np
 
 from tasks.fusion.base import Combination, nll, score, softmax
 from tasks.fusion.members.base import FusionMember
-from tasks.fusion.report import paired_bootstrap
+from tasks.fusion.report import BestMember, FusionReport, MemberScores, Scores, paired_bootstrap
 
 
 @dataclass
@@ -63,7 +63,7 @@ def _text_data(config: Any, base_dir: Path) -> FusionData:
 class FusionOutcome:
     """What the run logs: the report, the fused members with their combination, and what ships."""
 
-    report: dict[str, Any]
+    report: FusionReport
     members: list[FusionMember]  # what the fused model carries (the soup is one member)
     combination: Combination
     shipped: str  # "fused" or "best_member"
@@ -121,26 +121,19 @@ def fuse(method: Any, members: list[FusionMember], data: FusionData, metric_name
             for key, fused, ref in (
                 ("accuracy", fused_test.argmax(1) == y_test, test_probs[best].argmax(1) == y_test),
                 ("log_loss", nll(fused_test, y_test), nll(test_probs[best], y_test)))}
-    report = {
-        "method": method.model_dump(mode="json"),
-        "level": method.level,
-        "classes": [str(c) for c in data.classes],
-        "sizes": {split: int(len(y)) for split, y in data.y.items()},
-        "data_digest": data.digest,
-        "members": [{"name": n, "source": (sources or names)[i], "run_id": (run_ids or [None] * len(names))[i],
-                     "weight": float(member_weights[i]), "val": metrics_of(val_probs[i], y_val, metric_names),
-                     "test": metrics_of(test_probs[i], y_test, metric_names)} for i, n in enumerate(names)],
-        "best_member": {"name": names[best], "index": best, "val": metrics_of(val_probs[best], y_val, metric_names),
-                        "test": metrics_of(test_probs[best], y_test, metric_names)},
-        "mean": {"val": metrics_of(mean_val, y_val, metric_names), "test": metrics_of(mean_test, y_test, metric_names)},
-        "fused": {"val": metrics_of(fused_val, y_val, metric_names), "test": metrics_of(fused_test, y_test, metric_names)},
-        "combination": details,
-        "bootstrap": boot,
-        "gain_on_validation": bool(gain),
-        "require_gain": require_gain,
-        "shipped": shipped,
-        "note": note,
-    }
+    def scores(val: np.ndarray, test: np.ndarray) -> dict[str, dict[str, float]]:
+        return {"val": metrics_of(val, y_val, metric_names), "test": metrics_of(test, y_test, metric_names)}
+
+    report = FusionReport(
+        method=method.model_dump(mode="json"), level=method.level, classes=[str(c) for c in data.classes],
+        sizes={split: int(len(y)) for split, y in data.y.items()}, data_digest=data.digest,
+        members=[MemberScores(name=n, source=(sources or names)[i], run_id=(run_ids or [None] * len(names))[i],
+                              weight=float(member_weights[i]), **scores(val_probs[i], test_probs[i]))
+                 for i, n in enumerate(names)],
+        best_member=BestMember(name=names[best], index=best, **scores(val_probs[best], test_probs[best])),
+        mean=Scores(**scores(mean_val, mean_test)), fused=Scores(**scores(fused_val, fused_test)),
+        combination=details, bootstrap=boot, gain_on_validation=bool(gain), require_gain=require_gain,
+        shipped=shipped, note=note)
     return FusionOutcome(report, carried, combination, shipped, best, fused_test, test_probs[best])
 
 

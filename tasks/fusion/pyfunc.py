@@ -49,11 +49,11 @@ class FusedPredictor:
                    for i, entry in enumerate(manifest["members"])]
         return cls(members, Combination.from_dict(manifest["combination"]), manifest["classes"])
 
-    def save(self, folder: Path, report: dict[str, Any] | None = None) -> Path:
+    def save(self, folder: Path, method: dict[str, Any] | None = None) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         entries = [m.save(folder / "members" / str(i)) for i, m in enumerate(self.members)]
         manifest = {"format": FUSED_FORMAT, "members": entries, "combination": self.combination.to_dict(),
-                    "classes": self.classes, "method": (report or {}).get("method")}
+                    "classes": self.classes, "method": method}
         (folder / "fusion.json").write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
         return folder
 
@@ -95,14 +95,14 @@ def _as_inputs(model_input: Any, members: Sequence[FusionMember]) -> Any:
     return np.asarray(model_input, dtype=np.float32)
 
 
-def save_fused_model(predictor: FusedPredictor, path: Path, input_example: Any, report: dict[str, Any]) -> Path:
-    """Write the MLflow pyfunc model folder at `path` (must not exist yet)."""
+def save_fused_model(predictor: FusedPredictor, path: Path, input_example: Any, method: dict[str, Any]) -> Path:
+    """Write the MLflow pyfunc model folder at `path` (must not exist yet); `method` is the fusion method's config."""
     import mlflow
     import mlflow.pyfunc
     import torch
 
     with tempfile.TemporaryDirectory(prefix="fuseflow-fused-") as tmp:
-        folder = predictor.save(Path(tmp) / "fusion", report)
+        folder = predictor.save(Path(tmp) / "fusion", method)
         script = Path(tmp) / "fused_model.py"
         script.write_text(LOADER_SCRIPT, encoding="utf-8")
         mlflow.pyfunc.save_model(
@@ -112,7 +112,7 @@ def save_fused_model(predictor: FusedPredictor, path: Path, input_example: Any, 
     extras = path / "extra_files"
     extras.mkdir(exist_ok=True)
     spec = {"format": FUSED_FORMAT, "task": "classification", "classes": predictor.classes,
-            "members": [m.name for m in predictor.members], "method": report.get("method")}
+            "members": [m.name for m in predictor.members], "method": method}
     (extras / SPEC_FILE).write_text(json.dumps(spec, indent=2, default=str), encoding="utf-8")
     return path
 

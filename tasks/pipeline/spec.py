@@ -97,9 +97,14 @@ class PipelineSpec(StrictModel):
             if modality not in step.modalities:
                 issues.append((("preprocess", i), f"preprocess step '{step.name}' does not apply to {modality} data "
                                f"({why}); {modality} pipelines take: {_fitting(PREPROCESSORS, modality)}"))
-        steps = [i for i, step in enumerate(self.preprocess) if modality in step.modalities]
-        if modality == "text" and len(steps) > 1:
-            issues.append((("preprocess", steps[1]), "give one `tokenize` step (a text pipeline tokenizes once)"))
+        if modality == "text":  # the text body runs one `tokenize` and nothing else
+            steps = [i for i, step in enumerate(self.preprocess) if modality in step.modalities]
+            others = [i for i in steps if self.preprocess[i].name != "tokenize"]
+            if others:
+                issues.append((("preprocess", others[0]), f"text pipelines run one `tokenize` step; "
+                               f"'{self.preprocess[others[0]].name}' cannot run on text here"))
+            elif len(steps) > 1:
+                issues.append((("preprocess", steps[1]), "give one `tokenize` step (a text pipeline tokenizes once)"))
         if modality not in self.model.modalities:
             issues.append((("model", "type"), f"model type '{self.model.type}' does not take {modality} data "
                            f"({why}); use type: {_fitting(MODELS, modality)}"))

@@ -1,9 +1,9 @@
 """The Prefect tasks of a text classification pipeline: thin wrappers over the text step modules, testable via `.fn`.
 
-Training takes the step cache policy of tasks/caching.py (its key: the initial weights, the texts' digest, the
+Training takes the step cache policy of tasks/cache/policy.py (its key: the initial weights, the texts' digest, the
 tokenizer, the configs, the code and the library versions); the others take none (`NO_CACHE`), and the
 expensive part that repeats before training, tokenization, is cached by `datasets`' fingerprints (see
-tasks/tokenize.py).
+tasks/data/preprocess/tokenize.py).
 """
 from __future__ import annotations
 

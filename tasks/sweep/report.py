@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from tasks.plots import pyplot, save_figure
 from tasks.tracking import tags
 
 
@@ -117,10 +118,8 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
 def plot_parallel(results: list[TrialResult], order: list[TrialResult], metric: str, mode: str, path: Path) -> Path:
     """Parallel coordinates: one axis per parameter plus the metric, one line per finished trial coloured by the
     metric (the best trial drawn thick); categorical values (lists, strings) get one tick each."""
+    plt = pyplot()
     import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib import cm, colors
 
     done = sorted(order, key=lambda r: r.index)  # the ranked trials: finished, with a number for the metric
@@ -159,10 +158,7 @@ def plot_parallel(results: list[TrialResult], order: list[TrialResult], metric: 
     best_name = f", best {order[0].name} (thick)" if order else ""
     ax.set_title(f"sweep: {len(done)} trials by {metric} ({mode}){best_name}"
                  + (f", {failed} not drawn (failed or no {metric})" if failed else ""), fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def report_json(results: list[TrialResult], order: list[TrialResult], metric: str, mode: str) -> dict[str, Any]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -27,14 +28,13 @@ def resolve_tracking_uri(configured: str | None = None) -> str:
     return uri
 
 
-_PREPARED: set[str] = set()
-
-
+@lru_cache(maxsize=None)
 def prepare_store(uri: str) -> None:
     """Create or migrate a sqlite store once per process, under an exclusive lock on `<db>.lock`, and switch it to
     WAL: concurrent `fuseflow run`s otherwise race to create the tables ("Online migration expected to match one
-    row"). Writes then wait on each other (MLflow sets a 20 s busy timeout); readers never block them."""
-    if not uri.startswith("sqlite:///") or uri in _PREPARED:
+    row"). Writes then wait on each other (MLflow sets a 20 s busy timeout); readers never block them. Memoised:
+    a store is prepared once per process."""
+    if not uri.startswith("sqlite:///"):
         return
     import sqlite3
 
@@ -55,7 +55,6 @@ def prepare_store(uri: str) -> None:
             connection.execute("PRAGMA journal_mode=WAL")
         finally:
             connection.close()
-    _PREPARED.add(uri)
 
 
 def artifact_root_for(uri: str) -> str | None:

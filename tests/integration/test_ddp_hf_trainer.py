@@ -44,7 +44,7 @@ def test_one_finished_run_trained_by_two_processes(hf_ddp_project):
     from mlflow import MlflowClient
 
     folder, uri, summary, compared = hf_ddp_project
-    run = MlflowClient(uri).get_run(summary["run_id"])
+    run = MlflowClient(uri).get_run(summary.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.params["train.backend"] == "hf_trainer"
     assert run.data.tags["fuseflow.distributed.world_size"] == "2"  # read from the Trainer's process group
@@ -66,14 +66,14 @@ def test_rank_zero_logged_each_epoch_metric_once_at_the_single_process_steps(hf_
     folder, uri, summary, compared = hf_ddp_project
     client = MlflowClient(uri)
     for name in EPOCH_METRICS:
-        assert [m.step for m in client.get_metric_history(summary["run_id"], name)] == [1, 2, 3], name
-    val_loss = client.get_metric_history(summary["run_id"], "val_loss")[0].value
+        assert [m.step for m in client.get_metric_history(summary.run_id, name)] == [1, 2, 3], name
+    val_loss = client.get_metric_history(summary.run_id, "val_loss")[0].value
     assert 0 < val_loss < 1.0  # a mean cross-entropy of 2 classes, not multiplied by the world size
 
 
 def test_rank_zero_wrote_the_trainer_checkpoints_into_the_run(hf_ddp_project):
     folder, uri, summary, compared = hf_ddp_project
-    run_folder = next((folder / "mlruns").glob(f"**/{summary['run_id']}/artifacts"))
+    run_folder = next((folder / "mlruns").glob(f"**/{summary.run_id}/artifacts"))
     checkpoints = sorted(run_folder.glob("checkpoints/hf-trainer/checkpoint-*"))
     assert [p.name for p in checkpoints] == ["checkpoint-10", "checkpoint-15"]  # the newest 2 of 3 (5 steps an epoch)
     for checkpoint in checkpoints:
@@ -86,7 +86,7 @@ def test_logged_model_loads_and_predicts_strings(hf_ddp_project):
 
     folder, uri, summary, compared = hf_ddp_project
     mlflow.set_tracking_uri(uri)
-    model = mlflow.pyfunc.load_model(summary["model_uri"])
+    model = mlflow.pyfunc.load_model(summary.model_uri)
     out = model.predict(["win free cash prize now", "see you at lunch tomorrow"])
     assert list(out["label"]) == ["spam", "ham"]
 
@@ -152,7 +152,8 @@ def test_failing_rank_and_resume_from_a_distributed_trainer_checkpoint(tmp_path,
     ends like an uninterrupted run, each epoch logged once."""
     from mlflow import MlflowClient
 
-    from tasks.train.ddp.launcher import DistributedTrainingError, train_hf_distributed, weights_digest
+    from tasks.cache.fingerprint import weights_digest
+    from tasks.train.ddp.launcher import DistributedTrainingError, train_hf_distributed
     from tasks.tracking.logger import RunLogger
     from tasks.train.backends.hf_trainer import HFTrainerConfig
 

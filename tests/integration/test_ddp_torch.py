@@ -99,7 +99,8 @@ def test_backend_resolution_on_this_machine():
 def test_equal_weights_check_passes_equal_digests_and_fails_loudly_otherwise():
     import torch
 
-    from tasks.train.ddp.launcher import DistributedTrainingError, check_equal_weights, weights_digest
+    from tasks.cache.fingerprint import weights_digest
+    from tasks.train.ddp.launcher import DistributedTrainingError, check_equal_weights
 
     torch.manual_seed(0)
     a, b = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
@@ -204,7 +205,8 @@ def test_resume_from_a_rank_zero_checkpoint_matches_the_uninterrupted_run(tracki
     from mlflow import MlflowClient
 
     from tasks.train.checkpoint import Checkpointer, checkpoint_name
-    from tasks.train.ddp.launcher import train_distributed, weights_digest
+    from tasks.cache.fingerprint import weights_digest
+    from tasks.train.ddp.launcher import train_distributed
     from tasks.tracking.logger import RunLogger
     from tasks.train.backends.torch_loop import TorchTrainConfig
 
@@ -236,14 +238,14 @@ def ddp_project(tmp_path_factory, prefect_harness):
     with tracking_uri_env(folder) as uri:
         started = time.perf_counter()
         summary = run_pipeline("iris-tiny", None, str(folder / "pipelines.yaml"))
-        summary["wall_s"] = time.perf_counter() - started
+        summary.wall_s = time.perf_counter() - started  # shown beside the cached rerun's time
         yield folder, uri, summary
 
 
 def test_one_finished_run_with_world_size_and_backend(ddp_project):
     folder, uri, summary = ddp_project
     (run,) = runs_of(uri)
-    assert run.info.run_id == summary["run_id"] and run.info.status == "FINISHED"
+    assert run.info.run_id == summary.run_id and run.info.status == "FINISHED"
     assert run.data.tags["fuseflow.distributed.world_size"] == "2"
     assert run.data.tags["fuseflow.distributed.backend"] == "gloo"
     assert run.data.params["train.distributed.nproc_per_node"] == "2"
@@ -258,7 +260,7 @@ def test_rank_zero_logged_each_epoch_metric_once(ddp_project):
     folder, uri, summary = ddp_project
     client = MlflowClient(uri)
     for key in ("train_loss", "val_loss", "val_accuracy", "val_f1_macro", "lr"):
-        history = client.get_metric_history(summary["run_id"], key)
+        history = client.get_metric_history(summary.run_id, key)
         assert sorted(m.step for m in history) == list(range(1, EPOCHS + 1)), key  # no rank logged twice
 
 
@@ -266,13 +268,13 @@ def test_checkpoints_written_by_rank_zero(ddp_project):
     from mlflow import MlflowClient
 
     folder, uri, summary = ddp_project
-    files = {a.path for a in MlflowClient(uri).list_artifacts(summary["run_id"], "checkpoints")}
+    files = {a.path for a in MlflowClient(uri).list_artifacts(summary.run_id, "checkpoints")}
     assert files == {"checkpoints/epoch-0002.pt", "checkpoints/epoch-0003.pt"}  # the newest two of 3
 
 
 def test_logged_model_loads_and_predicts(ddp_project):
     folder, uri, summary = ddp_project
-    pred, y = iris_predictions(uri, summary["model_uri"])
+    pred, y = iris_predictions(uri, summary.model_uri)
     assert pred.shape == (150,) and (pred == y).mean() > 0.7
 
 
@@ -284,11 +286,11 @@ def test_second_run_reuses_the_cached_distributed_training(ddp_project):
     folder, uri, summary = ddp_project
     started = time.perf_counter()
     again = run_pipeline("iris-tiny", None, str(folder / "pipelines.yaml"))
-    print(f"cached rerun: {time.perf_counter() - started:.1f} s; first (DDP) run: {summary['wall_s']:.1f} s")
-    run = MlflowClient(uri).get_run(again["run_id"])
+    print(f"cached rerun: {time.perf_counter() - started:.1f} s; first (DDP) run: {summary.wall_s:.1f} s")
+    run = MlflowClient(uri).get_run(again.run_id)
     assert run.data.tags["fuseflow.cache.train"] == "cached"
-    assert run.data.tags["fuseflow.reused_run_id"] == summary["run_id"]
-    assert again["metrics"] == summary["metrics"]
+    assert run.data.tags["fuseflow.reused_run_id"] == summary.run_id
+    assert again.metrics == summary.metrics
 
 
 def test_a_failing_rank_fails_the_run_with_its_error(prefect_harness, project_dir, tracking_uri, monkeypatch, capsys):
@@ -322,8 +324,8 @@ def test_text_torch_backend_trains_distributed_with_length_grouping(prefect_harn
     with tracking_uri_env(tmp_path) as uri:
         summary = run_pipeline("spam-ddp", None, str(tmp_path / "pipelines.yaml"))
     client = MlflowClient(uri)
-    run = client.get_run(summary["run_id"])
+    run = client.get_run(summary.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.tags["fuseflow.distributed.world_size"] == "2"
-    assert sorted(m.step for m in client.get_metric_history(summary["run_id"], "val_loss")) == [1, 2, 3]
+    assert sorted(m.step for m in client.get_metric_history(summary.run_id, "val_loss")) == [1, 2, 3]
     assert "test_accuracy" in run.data.metrics

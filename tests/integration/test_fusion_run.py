@@ -71,7 +71,7 @@ def project(tmp_path_factory, prefect_harness):
 
     path = write_pipelines(folder, PROJECT)
     first = run_pipeline("digits-tiny", None, str(path))
-    write_pipelines(folder, PROJECT.replace("model: URI", f"model: {first['model_uri']}"))
+    write_pipelines(folder, PROJECT.replace("model: URI", f"model: {first.model_uri}"))
     results: dict[str, dict] = {}
 
     def run(name: str) -> dict:
@@ -113,10 +113,10 @@ def _test_split(seed: int = 3):
 def test_mixed_fusion_parent_has_three_nested_member_runs(project):
     summary = project["run"]("fusion-mixed")
     client = _client(project["uri"])
-    parent = client.get_run(summary["run_id"])
+    parent = client.get_run(summary.run_id)
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["fuseflow.pipeline"] == "fusion-mixed"
-    children = _children(client, summary["run_id"])
+    children = _children(client, summary.run_id)
     assert len(children) == 3, [c.info.run_name for c in children]
     assert all(c.info.status == "FINISHED" for c in children)
     by_member = {c.data.tags["fuseflow.fusion.member"]: c for c in children}
@@ -130,28 +130,28 @@ def test_mixed_fusion_parent_has_three_nested_member_runs(project):
     assert by_member["wide"].data.params["seed"] == "2"
     assert by_member["wide"].data.params["data.split.seed"] == "3"
     record = by_member["member2"]  # the runs:/ member: a nested run that records where it came from
-    assert record.data.tags["fuseflow.fusion.source_run_id"] == project["first"]["run_id"]
-    assert record.data.tags["fuseflow.fusion.source_uri"] == project["first"]["model_uri"]
+    assert record.data.tags["fuseflow.fusion.source_run_id"] == project["first"].run_id
+    assert record.data.tags["fuseflow.fusion.source_uri"] == project["first"].model_uri
     assert "test_accuracy" in record.data.metrics
     tags = parent.data.tags  # members' run ids as tags: the inline members' nested runs, the URI's source run
     assert tags["fuseflow.fusion.member.member0.run_id"] == by_member["member0"].info.run_id
     assert tags["fuseflow.fusion.member.wide.run_id"] == by_member["wide"].info.run_id
-    assert tags["fuseflow.fusion.member.member2.run_id"] == project["first"]["run_id"]
-    assert summary["fusion"]["member_run_ids"] == [by_member["member0"].info.run_id, by_member["wide"].info.run_id,
-                                                   project["first"]["run_id"]]
+    assert tags["fuseflow.fusion.member.member2.run_id"] == project["first"].run_id
+    assert summary.fusion.member_run_ids == [by_member["member0"].info.run_id, by_member["wide"].info.run_id,
+                                                   project["first"].run_id]
 
 
 def test_mixed_fusion_logs_report_weights_and_metrics(project):
     summary = project["run"]("fusion-mixed")
     client = _client(project["uri"])
-    run = client.get_run(summary["run_id"])
+    run = client.get_run(summary.run_id)
     weights = {k.removeprefix("fusion.weights."): float(v) for k, v in run.data.params.items()
                if k.startswith("fusion.weights.")}
     assert set(weights) == {"member0", "wide", "member2"}
     assert abs(sum(weights.values()) - 1) < 1e-4
-    artifact = _artifact_json(client, summary["run_id"], "fusion/weights.json")
+    artifact = _artifact_json(client, summary.run_id, "fusion/weights.json")
     assert artifact["members"] == pytest.approx(weights, abs=1e-6)
-    report = _artifact_json(client, summary["run_id"], "fusion/fusion_report.json")
+    report = _artifact_json(client, summary.run_id, "fusion/fusion_report.json")
     assert [m["name"] for m in report["members"]] == ["member0", "wide", "member2"]
     assert report["best_member"]["name"] in weights
     for row in ("best_member", "mean", "fused"):
@@ -160,7 +160,7 @@ def test_mixed_fusion_logs_report_weights_and_metrics(project):
     assert ci["low"] <= ci["delta"] <= ci["high"] and ci["confidence"] == 0.95
     assert ci["delta"] == pytest.approx(report["fused"]["test"]["accuracy"] - report["best_member"]["test"]["accuracy"])
     assert report["shipped"] == "fused"  # require_gain: false
-    files = {a.path for a in client.list_artifacts(summary["run_id"], "fusion")}
+    files = {a.path for a in client.list_artifacts(summary.run_id, "fusion")}
     assert {"fusion/fusion_report.json", "fusion/fusion_members.png", "fusion/weights.json",
             "fusion/member_table.md"} <= files
     metrics = run.data.metrics
@@ -178,17 +178,17 @@ def test_fused_model_loads_and_predicts_raw_rows(project, capsys, tmp_path):
     from flows.cli import main
 
     summary = project["run"]("fusion-mixed")
-    model = mlflow.pyfunc.load_model(summary["model_uri"])
+    model = mlflow.pyfunc.load_model(summary.model_uri)
     X, y = _test_split()
     preds = np.asarray(model.predict(X.astype(np.float32)))
     assert preds.shape == (len(y),)
-    report = summary["fusion"]["report"]
-    assert (preds == y).mean() == pytest.approx(report["fused"]["test"]["accuracy"])  # the same model the run scored
+    report = summary.fusion.report
+    assert (preds == y).mean() == pytest.approx(report.fused.test["accuracy"])  # the same model the run scored
     frame_preds = np.asarray(model.predict(pd.DataFrame(X[:7])))
     np.testing.assert_array_equal(frame_preds, preds[:7])
     rows = tmp_path / "rows.csv"
     pd.DataFrame(X[:5]).to_csv(rows, index=False)
-    assert main(["predict", summary["model_uri"], str(rows), "--tracking-uri", project["uri"]]) == 0
+    assert main(["predict", summary.model_uri, str(rows), "--tracking-uri", project["uri"]]) == 0
     printed = capsys.readouterr().out.split()
     assert printed[-5:] == [str(int(p)) for p in preds[:5]]
 
@@ -200,14 +200,14 @@ def test_soups_of_one_initialisation_run(project):
 
     summary = project["run"]("soup-one-init")
     client = _client(project["uri"])
-    assert client.get_run(summary["run_id"]).info.status == "FINISHED"
-    children = _children(client, summary["run_id"])
+    assert client.get_run(summary.run_id).info.status == "FINISHED"
+    children = _children(client, summary.run_id)
     assert len(children) == 3
-    report = summary["fusion"]["report"]
-    assert report["level"] == "weights" and report["method"]["method"] == "soup_uniform"
-    best_val = report["best_member"]["val"]["accuracy"]
-    assert report["fused"]["val"]["accuracy"] >= best_val - 0.05  # one init: the average still classifies digits
-    assert report["fused"]["test"]["accuracy"] > 0.9
+    report = summary.fusion.report
+    assert report.level == "weights" and report.method["method"] == "soup_uniform"
+    best_val = report.best_member.val["accuracy"]
+    assert report.fused.val["accuracy"] >= best_val - 0.05  # one init: the average still classifies digits
+    assert report.fused.test["accuracy"] > 0.9
     # soup_greedy on the same three members (loaded from their nested runs, no retraining)
     members = [load_member(c.data.tags["fuseflow.fusion.member"], f"runs:/{c.info.run_id}/model", project["uri"])
                for c in sorted(children, key=lambda c: c.data.tags["fuseflow.fusion.member"])]
@@ -219,11 +219,11 @@ def test_soups_of_one_initialisation_run(project):
     method = FusionConfig.model_validate({"members": [{"pipeline": "a"}, {"pipeline": "b"}],
                                           "method": "soup_greedy"}).method
     greedy = fuse(method, members, data, ["accuracy"], FusionConfig.model_fields["bootstrap"].default_factory(), True)
-    trace = greedy.report["combination"]["trace"]
+    trace = greedy.report.combination["trace"]
     assert len(trace) == 3 and trace[0]["kept"] is True
-    assert greedy.report["fused"]["val"]["accuracy"] >= greedy.report["best_member"]["val"]["accuracy"]
+    assert greedy.report.fused.val["accuracy"] >= greedy.report.best_member.val["accuracy"]
     kept = [t["add"] for t in trace if t["kept"]]
-    assert sorted(m["name"] for m in greedy.report["members"] if m["weight"] > 0) == sorted(kept)
+    assert sorted(m.name for m in greedy.report.members if m.weight > 0) == sorted(kept)
 
 
 def test_soup_of_different_initialisations_collapses_and_ships_the_best_member(project):
@@ -232,23 +232,23 @@ def test_soup_of_different_initialisations_collapses_and_ships_the_best_member(p
 
     summary = project["run"]("soup-two-inits")
     client = _client(project["uri"])
-    run = client.get_run(summary["run_id"])
-    report = summary["fusion"]["report"]
-    assert report["fused"]["val"]["accuracy"] < report["best_member"]["val"]["accuracy"] - 0.05  # collapsed
-    assert report["gain_on_validation"] is False
-    assert report["shipped"] == "best_member" and "best member" in report["note"]
+    run = client.get_run(summary.run_id)
+    report = summary.fusion.report
+    assert report.fused.val["accuracy"] < report.best_member.val["accuracy"] - 0.05  # collapsed
+    assert report.gain_on_validation is False
+    assert report.shipped == "best_member" and "best member" in report.note
     assert run.data.tags["fuseflow.fusion.shipped"] == "best_member"
     best = run.data.tags["fuseflow.fusion.best_member"]
-    assert run.data.metrics["test_accuracy"] == pytest.approx(report["best_member"]["test"]["accuracy"])
+    assert run.data.metrics["test_accuracy"] == pytest.approx(report.best_member.test["accuracy"])
     # the logged model is the best member's own model (its pytorch flavor), not a fused one
     import mlflow.artifacts
 
     mlmodel = yaml.safe_load(Path(mlflow.artifacts.download_artifacts(
-        run_id=summary["run_id"], artifact_path="model/MLmodel", tracking_uri=project["uri"])).read_text())
+        run_id=summary.run_id, artifact_path="model/MLmodel", tracking_uri=project["uri"])).read_text())
     assert "pytorch" in mlmodel["flavors"]
     member_run = run.data.tags[f"fuseflow.fusion.member.{best}.run_id"]
     X, y = _test_split()
-    shipped = np.asarray(mlflow.pyfunc.load_model(summary["model_uri"]).predict(X.astype(np.float32)))
+    shipped = np.asarray(mlflow.pyfunc.load_model(summary.model_uri).predict(X.astype(np.float32)))
     original = np.asarray(mlflow.pyfunc.load_model(f"runs:/{member_run}/model").predict(X.astype(np.float32)))
     np.testing.assert_array_equal(shipped, original)
 
@@ -259,7 +259,7 @@ def test_registered_model_uris_resolve_as_members(project):
     from flows.spec.resolve import resolve
 
     client = _client(project["uri"])
-    version = mlflow.register_model(project["first"]["model_uri"], "digits-tiny")
+    version = mlflow.register_model(project["first"].model_uri, "digits-tiny")
     client.set_registered_model_alias("digits-tiny", "champion", version.version)
     text = PROJECT.replace("model: URI", f"model: models:/digits-tiny@champion").replace(
         "        - pipeline: digits-tiny\n          set: {seed: 1}\n",
@@ -267,5 +267,5 @@ def test_registered_model_uris_resolve_as_members(project):
     path = write_pipelines(project["folder"], text, "registry.yaml")
     members = resolve(load_project(path), "fusion-mixed").fusion.members
     uri_members = [m for m in members if not m.inline]
-    assert [m.run_id for m in uri_members] == [project["first"]["run_id"]] * 2
+    assert [m.run_id for m in uri_members] == [project["first"].run_id] * 2
     assert uri_members[0].model_spec["classes"] == list(range(10))

@@ -42,17 +42,17 @@ def test_text_fusion_runs_members_nested_and_logs_report(text_fusion):
 
     folder, uri, summary = text_fusion
     client = MlflowClient(uri)
-    parent = client.get_run(summary["run_id"])
+    parent = client.get_run(summary.run_id)
     assert parent.info.status == "FINISHED"
-    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{summary['run_id']}'")
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{summary.run_id}'")
     assert sorted(c.data.tags["fuseflow.fusion.member"] for c in children) == ["member0", "member1"]
     assert all(c.data.params["model.type"] == "hf_sequence_classification" for c in children)
-    report = summary["fusion"]["report"]
-    assert report["classes"] == ["ham", "spam"]
-    assert report["shipped"] == "fused"
-    assert report["combination"]["temperature"] > 0
-    assert abs(sum(m["weight"] for m in report["members"]) - 1) < 1e-9
-    assert report["fused"]["test"]["accuracy"] >= 0.5
+    report = summary.fusion.report
+    assert report.classes == ["ham", "spam"]
+    assert report.shipped == "fused"
+    assert report.combination["temperature"] > 0
+    assert abs(sum(m.weight for m in report.members) - 1) < 1e-9
+    assert report.fused.test["accuracy"] >= 0.5
 
 
 def test_fused_text_model_predicts_labels_for_strings(text_fusion, capsys):
@@ -61,12 +61,12 @@ def test_fused_text_model_predicts_labels_for_strings(text_fusion, capsys):
     from flows.cli import main
 
     folder, uri, summary = text_fusion
-    model = mlflow.pyfunc.load_model(summary["model_uri"])
+    model = mlflow.pyfunc.load_model(summary.model_uri)
     texts = ["win a free prize now", "see you at lunch tomorrow"]
     out = model.predict(texts)
     assert list(out.columns) == ["label", "score"]
     assert set(out["label"]) <= {"ham", "spam"} and ((out["score"] >= 0.5) & (out["score"] <= 1)).all()
-    assert main(["predict", summary["model_uri"], "--text", texts[0], "--text", texts[1], "--tracking-uri", uri]) == 0
+    assert main(["predict", summary.model_uri, "--text", texts[0], "--text", texts[1], "--tracking-uri", uri]) == 0
     printed = capsys.readouterr().out.strip().splitlines()[-2:]
     assert [line.split("\t")[0] for line in printed] == list(out["label"])
     assert [line.split("\t")[2] for line in printed] == texts

@@ -41,9 +41,7 @@ class MinMaxConfig(StrictModel):
 
         low, high = X["train"].min(0), X["train"].max(0)
         span = np.where(high > low, high - low, 1.0)
-        mean, scale = np.asarray(scaling.feature_mean), np.asarray(scaling.feature_scale)
-        scaling.feature_mean = [float(v) for v in mean + low * scale]
-        scaling.feature_scale = [float(v) for v in scale * span]
+        scaling.compose(low, span)
         return {k: ((v - low) / span).astype(np.float32) for k, v in X.items()}
 
 

@@ -147,15 +147,15 @@ def test_flow_registers_promotes_and_reports(project_dir, tracking_uri, prefect_
     runs = [run_pipeline("iris-tiny", overrides, str(path)) for overrides in
             ({"train.epochs": 2, "train.optimizer.lr": 0.005}, {"train.epochs": 1, "train.optimizer.lr": 0.0001},
              {"train.epochs": 30})]
-    f1 = [r["metrics"]["test_f1_macro"] for r in runs]
+    f1 = [r.metrics["test_f1_macro"] for r in runs]
     assert f1[1] < f1[0] < f1[2], f"fixture precondition (seeded training): worse, then better runs; got {f1}"
-    promoted = [r["registry"]["promoted"] for r in runs]
+    promoted = [r.registry.promoted for r in runs]
     assert promoted == [True, False, True]
     client = MlflowClient(tracking_uri)
-    assert client.get_model_version_by_alias("iris-clf", "champion").run_id == runs[2]["run_id"]
-    assert runs[1]["registry"]["champion_value"] == pytest.approx(f1[0])
+    assert client.get_model_version_by_alias("iris-clf", "champion").run_id == runs[2].run_id
+    assert runs[1].registry.champion_value == pytest.approx(f1[0])
 
-    flow_run_id = client.get_run(runs[1]["run_id"]).data.tags["prefect.flow_run_id"]
+    flow_run_id = client.get_run(runs[1].run_id).data.tags["prefect.flow_run_id"]
     with get_client(sync_client=True) as prefect:
         from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 

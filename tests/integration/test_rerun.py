@@ -34,7 +34,7 @@ def test_rerun_after_pipelines_yaml_changed_reproduces_config_and_metrics(prefec
                     .replace("hidden: [16]", "hidden: [4]").replace("seed: 7", "seed: 9"))
     _commit(project_dir, "second")
     capsys.readouterr()
-    assert main(["rerun", original["run_id"]]) == 0
+    assert main(["rerun", original.run_id]) == 0
     out, err = capsys.readouterr()
     assert "metrics match the original run" in out
     new_id = out.split("MLflow run id: ")[1].split()[0]
@@ -42,9 +42,9 @@ def test_rerun_after_pipelines_yaml_changed_reproduces_config_and_metrics(prefec
     assert "package versions differ" not in err
 
     client = MlflowClient(tracking_uri)
-    old, new = client.get_run(original["run_id"]), client.get_run(new_id)
+    old, new = client.get_run(original.run_id), client.get_run(new_id)
     assert new.info.status == "FINISHED"
-    assert new.data.tags["fuseflow.rerun_of"] == original["run_id"]
+    assert new.data.tags["fuseflow.rerun_of"] == original.run_id
     assert new.data.tags["fuseflow.config_hash"] == old.data.tags["fuseflow.config_hash"]
     assert {k: v for k, v in new.data.params.items()} == {k: v for k, v in old.data.params.items()
                                                           if not k.startswith("override.")}

@@ -97,35 +97,35 @@ def test_reuse_and_invalidation_by_config_data_and_code(prefect_harness, csv_pro
 
     client = MlflowClient(tracking_uri)
     first = run_pipeline("iris-csv", None, "pipelines.yaml")
-    assert _decisions(tracking_uri, first["run_id"]) == {"load-data": "computed", "preprocess": "computed",
+    assert _decisions(tracking_uri, first.run_id) == {"load-data": "computed", "preprocess": "computed",
                                                          "train": "computed"}
 
     # unchanged: every step reused, yet a run of its own, complete, tagged with the run it reused
     again = run_pipeline("iris-csv", None, "pipelines.yaml")
-    assert again["run_id"] != first["run_id"]
-    assert _decisions(tracking_uri, again["run_id"]) == {"load-data": "cached", "preprocess": "cached",
+    assert again.run_id != first.run_id
+    assert _decisions(tracking_uri, again.run_id) == {"load-data": "cached", "preprocess": "cached",
                                                          "train": "cached"}
-    tags = _tags(tracking_uri, again["run_id"])
-    assert tags["fuseflow.reused_run_id"] == first["run_id"]
-    assert again["metrics"] == first["metrics"]
-    reused = client.get_run(again["run_id"])
+    tags = _tags(tracking_uri, again.run_id)
+    assert tags["fuseflow.reused_run_id"] == first.run_id
+    assert again.metrics == first.metrics
+    reused = client.get_run(again.run_id)
     assert reused.info.status == "FINISHED"
-    assert [m.step for m in client.get_metric_history(again["run_id"], "val_loss")] == [1, 2, 3]
-    assert {"model", "evaluation", "pipeline.yaml"} <= {a.path for a in client.list_artifacts(again["run_id"])}
+    assert [m.step for m in client.get_metric_history(again.run_id, "val_loss")] == [1, 2, 3]
+    assert {"model", "evaluation", "pipeline.yaml"} <= {a.path for a in client.list_artifacts(again.run_id)}
 
     # a training parameter: training recomputed, data loading and preprocessing reused
     lr = run_pipeline("iris-csv", {"train.optimizer.lr": 0.05}, "pipelines.yaml")
-    assert _decisions(tracking_uri, lr["run_id"]) == {"load-data": "cached", "preprocess": "cached",
+    assert _decisions(tracking_uri, lr.run_id) == {"load-data": "cached", "preprocess": "cached",
                                                       "train": "computed"}
-    assert "config (train_config.optimizer.lr)" in _reason(tracking_uri, lr["run_id"], "train")
+    assert "config (train_config.optimizer.lr)" in _reason(tracking_uri, lr.run_id, "train")
 
     # the data file's content changes at the same path: everything downstream recomputed
     _write_csv(csv_project / "data" / "iris.csv", slice(0, 140))
     data = run_pipeline("iris-csv", None, "pipelines.yaml")
-    assert _decisions(tracking_uri, data["run_id"]) == {"load-data": "computed", "preprocess": "computed",
+    assert _decisions(tracking_uri, data.run_id) == {"load-data": "computed", "preprocess": "computed",
                                                         "train": "computed"}
-    assert _reason(tracking_uri, data["run_id"], "load-data") == "changed: data (config.file)"
-    assert "data (splits)" in _reason(tracking_uri, data["run_id"], "preprocess")
+    assert _reason(tracking_uri, data.run_id, "load-data") == "changed: data (config.file)"
+    assert "data (splits)" in _reason(tracking_uri, data.run_id, "preprocess")
 
     # a helper module the model's module imports is edited: training invalidated, data steps reused
     helper = csv_project / "cachenet" / "helper.py"
@@ -133,16 +133,16 @@ def test_reuse_and_invalidation_by_config_data_and_code(prefect_harness, csv_pro
     importlib.reload(importlib.import_module("cachenet.helper"))
     importlib.reload(importlib.import_module("cachenet.net"))
     code = run_pipeline("iris-csv", None, "pipelines.yaml")
-    assert _decisions(tracking_uri, code["run_id"]) == {"load-data": "cached", "preprocess": "cached",
+    assert _decisions(tracking_uri, code.run_id) == {"load-data": "cached", "preprocess": "cached",
                                                         "train": "computed"}
-    assert _reason(tracking_uri, code["run_id"], "train") == "changed: code (cachenet.helper)"
-    assert code["metrics"] != data["metrics"]
+    assert _reason(tracking_uri, code.run_id, "train") == "changed: code (cachenet.helper)"
+    assert code.metrics != data.metrics
 
     # --no-cache: everything recomputed, with that reason
     fresh = run_pipeline("iris-csv", None, "pipelines.yaml", no_cache=True)
-    assert set(_decisions(tracking_uri, fresh["run_id"]).values()) == {"computed"}
-    assert _reason(tracking_uri, fresh["run_id"], "train") == "--no-cache"
-    assert fresh["metrics"] == code["metrics"]
+    assert set(_decisions(tracking_uri, fresh.run_id).values()) == {"computed"}
+    assert _reason(tracking_uri, fresh.run_id, "train") == "--no-cache"
+    assert fresh.metrics == code.metrics
     assert (csv_project / ".fuseflow" / "cache" / "results").is_dir()
 
 
@@ -159,8 +159,8 @@ def test_cache_folder_is_configurable_and_safe_to_delete(prefect_harness, projec
     assert not (project_dir / ".fuseflow" / "cache").exists()
     shutil.rmtree(folder)
     after = run_pipeline("iris-tiny", {"train.epochs": 1}, "pipelines.yaml")
-    assert _decisions(tracking_uri, after["run_id"])["train"] == "computed"
-    assert after["metrics"] == first["metrics"]
+    assert _decisions(tracking_uri, after.run_id)["train"] == "computed"
+    assert after.metrics == first.metrics
 
 
 def test_code_fingerprint_follows_imports_not_unrelated_modules(tmp_path, monkeypatch):
@@ -231,11 +231,11 @@ def test_text_training_is_reused_and_invalidated_by_its_config(prefect_harness, 
     first = run_pipeline("spam-tiny", None, "pipelines.yaml")
     again = run_pipeline("spam-tiny", None, "pipelines.yaml")
     other = run_pipeline("spam-tiny", {"train.optimizer.lr": 0.01}, "pipelines.yaml")
-    assert _tags(tracking_uri, first["run_id"])["fuseflow.cache.train"] == "computed"
-    assert _tags(tracking_uri, again["run_id"])["fuseflow.cache.train"] == "cached"
-    assert _tags(tracking_uri, again["run_id"])["fuseflow.reused_run_id"] == first["run_id"]
-    assert again["metrics"] == first["metrics"]
-    assert _reason(tracking_uri, other["run_id"], "train") == "changed: config (train_config.optimizer.lr)"
+    assert _tags(tracking_uri, first.run_id)["fuseflow.cache.train"] == "computed"
+    assert _tags(tracking_uri, again.run_id)["fuseflow.cache.train"] == "cached"
+    assert _tags(tracking_uri, again.run_id)["fuseflow.reused_run_id"] == first.run_id
+    assert again.metrics == first.metrics
+    assert _reason(tracking_uri, other.run_id, "train") == "changed: config (train_config.optimizer.lr)"
 
 
 _COMPUTED: list[int] = []

@@ -35,7 +35,7 @@ def _run(uri: str, run_id: str):
 
 def test_run_is_finished_and_tagged(iris_project):
     folder, uri, summary = iris_project
-    run = _run(uri, summary["run_id"])
+    run = _run(uri, summary.run_id)
     assert run.info.status == "FINISHED"
     tags = run.data.tags
     assert tags["fuseflow.pipeline"] == "iris-tiny"
@@ -50,7 +50,7 @@ def test_params_cover_the_flattened_yaml(iris_project):
     from tasks.tracking.logger import flatten
 
     folder, uri, summary = iris_project
-    params = _run(uri, summary["run_id"]).data.params
+    params = _run(uri, summary.run_id).data.params
     declared = yaml.safe_load(TINY_IRIS)["pipelines"]["iris-tiny"]
     declared.pop("description")
     for key, value in flatten(declared).items():
@@ -69,21 +69,21 @@ def test_per_epoch_history_and_test_metrics(iris_project):
     folder, uri, summary = iris_project
     client = MlflowClient(uri)
     for key in ("train_loss", "val_loss", "val_accuracy", "val_f1_macro"):
-        history = client.get_metric_history(summary["run_id"], key)
+        history = client.get_metric_history(summary.run_id, key)
         assert [m.step for m in history] == [1, 2, 3, 4], key
-    metrics = _run(uri, summary["run_id"]).data.metrics
+    metrics = _run(uri, summary.run_id).data.metrics
     for key in ("test_accuracy", "test_f1_macro", "test_f1_weighted", "test_precision_macro", "test_recall_macro",
                 "test_log_loss"):
         assert key in metrics
     assert metrics["test_accuracy"] > 0.7
-    assert summary["metrics"]["test_accuracy"] == metrics["test_accuracy"]
+    assert summary.metrics["test_accuracy"] == metrics["test_accuracy"]
 
 
 def test_artifacts_and_dataset_input(iris_project):
     import mlflow
 
     folder, uri, summary = iris_project
-    run_id = summary["run_id"]
+    run_id = summary.run_id
     mlflow.set_tracking_uri(uri)
     files = {a.path for a in mlflow.MlflowClient(uri).list_artifacts(run_id)}
     assert {"pipeline.yaml", "model", "evaluation"} <= files
@@ -105,7 +105,7 @@ def test_logged_model_predicts_raw_rows(iris_project):
 
     folder, uri, summary = iris_project
     mlflow.set_tracking_uri(uri)
-    model = mlflow.pyfunc.load_model(summary["model_uri"])
+    model = mlflow.pyfunc.load_model(summary.model_uri)
     X, y = load_iris(return_X_y=True)
     pred = np.asarray(model.predict(pd.DataFrame(X.astype(np.float32)))).reshape(-1)
     assert pred.shape == (150,)
@@ -124,7 +124,7 @@ def test_predict_cli_prints_class_names(iris_project, capsys):
     X, _ = load_iris(return_X_y=True, as_frame=True)
     rows = folder / "rows.csv"
     X.iloc[[0, 50, 100]].to_csv(rows, index=False)
-    assert main(["predict", summary["model_uri"], str(rows), "--tracking-uri", uri]) == 0
+    assert main(["predict", summary.model_uri, str(rows), "--tracking-uri", uri]) == 0
     out = capsys.readouterr().out.split()
     assert out[0] == "setosa" and set(out) <= {"setosa", "versicolor", "virginica"} and len(out) == 3
 
@@ -135,11 +135,11 @@ def test_same_seed_same_metrics_other_seed_differs(iris_project):
     folder, uri, summary = iris_project
     again = run_pipeline("iris-tiny", None, str(folder / "pipelines.yaml"))
     other = run_pipeline("iris-tiny", {"seed": 8}, str(folder / "pipelines.yaml"))
-    assert again["run_id"] != summary["run_id"]
-    assert again["metrics"] == summary["metrics"]
-    assert other["metrics"] != summary["metrics"]
-    assert _run(uri, other["run_id"]).data.params["seed"] == "8"
-    assert json.loads(_run(uri, other["run_id"]).data.tags["fuseflow.overrides"]) == {"seed": 8}
+    assert again.run_id != summary.run_id
+    assert again.metrics == summary.metrics
+    assert other.metrics != summary.metrics
+    assert _run(uri, other.run_id).data.params["seed"] == "8"
+    assert json.loads(_run(uri, other.run_id).data.tags["fuseflow.overrides"]) == {"seed": 8}
 
 
 def test_regression_target_is_scaled_and_mapped_back(prefect_harness, project_dir, tracking_uri):
@@ -157,11 +157,11 @@ def test_regression_target_is_scaled_and_mapped_back(prefect_harness, project_di
         train: {backend: torch, epochs: 30, batch_size: 32, loss: mse, optimizer: {name: sgd, lr: 0.01, momentum: 0.9}}
     """)
     summary = run_pipeline("diabetes", None, "pipelines.yaml")
-    assert summary["task"] == "regression"
-    assert summary["metrics"]["test_r2"] > 0.2
+    assert summary.task == "regression"
+    assert summary.metrics["test_r2"] > 0.2
     mlflow.set_tracking_uri(tracking_uri)
     X, y = load_diabetes(return_X_y=True)
-    pred = np.asarray(mlflow.pyfunc.load_model(summary["model_uri"]).predict(X[:50].astype(np.float32))).reshape(-1)
+    pred = np.asarray(mlflow.pyfunc.load_model(summary.model_uri).predict(X[:50].astype(np.float32))).reshape(-1)
     assert 25 < pred.mean() < 346 and pred.std() > 10  # target units, not standardized ones
 
 

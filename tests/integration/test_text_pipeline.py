@@ -41,7 +41,7 @@ def test_run_holds_params_epoch_metrics_and_test_metrics(text_project, backend):
     from mlflow import MlflowClient
 
     folder, uri, summaries = text_project
-    run = _run(uri, summaries[backend]["run_id"])
+    run = _run(uri, summaries[backend].run_id)
     assert run.info.status == "FINISHED"
     params = run.data.params
     assert params["model.type"] == "hf_sequence_classification"
@@ -53,20 +53,20 @@ def test_run_holds_params_epoch_metrics_and_test_metrics(text_project, backend):
         history = client.get_metric_history(run.info.run_id, name)
         assert [m.step for m in history] == list(range(1, EPOCHS + 1)), name
     assert run.data.metrics["test_accuracy"] >= 0.8  # the two vocabularies are easy to tell apart
-    assert summaries[backend]["metrics"]["test_accuracy"] == run.data.metrics["test_accuracy"]
+    assert summaries[backend].metrics["test_accuracy"] == run.data.metrics["test_accuracy"]
     assert run.data.metrics["train_samples_per_s"] > 0
 
 
 def test_both_backends_log_the_same_metric_names(text_project):
     folder, uri, summaries = text_project
-    names = {b: set(_run(uri, s["run_id"]).data.metrics) for b, s in summaries.items()}
+    names = {b: set(_run(uri, s.run_id).data.metrics) for b, s in summaries.items()}
     assert names["hf"] == names["torch"]
     assert set(EPOCH_METRICS) <= names["hf"]
 
 
 def test_one_mlflow_run_per_pipeline_run(text_project):
     folder, uri, summaries = text_project
-    assert sorted(r.info.run_id for r in runs_of(uri)) == sorted(s["run_id"] for s in summaries.values())
+    assert sorted(r.info.run_id for r in runs_of(uri)) == sorted(s.run_id for s in summaries.values())
 
 
 def test_confusion_matrix_and_report_use_class_names(text_project):
@@ -74,7 +74,7 @@ def test_confusion_matrix_and_report_use_class_names(text_project):
 
     folder, uri, summaries = text_project
     client = MlflowClient(uri)
-    run_id = summaries["hf"]["run_id"]
+    run_id = summaries["hf"].run_id
     artifacts = {a.path for a in client.list_artifacts(run_id, "evaluation")}
     assert {"evaluation/confusion_matrix.png", "evaluation/learning_curve.png",
             "evaluation/evaluation_report.json"} <= artifacts
@@ -91,7 +91,7 @@ def test_logged_model_predicts_the_string_labels(text_project, backend):
 
     folder, uri, summaries = text_project
     mlflow.set_tracking_uri(uri)
-    model = mlflow.pyfunc.load_model(summaries[backend]["model_uri"])
+    model = mlflow.pyfunc.load_model(summaries[backend].model_uri)
     assert "transformers" in model.metadata.flavors
     out = model.predict(["great phone", "awful", "win free cash prize now", "see you at lunch tomorrow"])
     assert set(out["label"]) <= {"ham", "spam"}
@@ -102,8 +102,8 @@ def test_logged_model_predicts_the_string_labels(text_project, backend):
 def test_rerun_reused_the_tokenized_splits(text_project):
     """The second pipeline (same CSV, tokenizer and tokenize options) found every split already tokenized."""
     folder, uri, summaries = text_project
-    first = json.loads(_run(uri, summaries["hf"]["run_id"]).data.tags["fuseflow.tokenize_cache"])
-    second = json.loads(_run(uri, summaries["torch"]["run_id"]).data.tags["fuseflow.tokenize_cache"])
+    first = json.loads(_run(uri, summaries["hf"].run_id).data.tags["fuseflow.tokenize_cache"])
+    second = json.loads(_run(uri, summaries["torch"].run_id).data.tags["fuseflow.tokenize_cache"])
     assert set(first.values()) == {"computed"}
     assert set(second.values()) == {"reused"}
 
@@ -112,7 +112,7 @@ def test_predict_command_prints_label_and_score(text_project, capsys, tmp_path):
     from flows.cli import main
 
     folder, uri, summaries = text_project
-    model_uri = summaries["torch"]["model_uri"]
+    model_uri = summaries["torch"].model_uri
     assert main(["predict", model_uri, "--tracking-uri", uri, "--text", "win free cash prize now",
                  "--text", "see you at lunch tomorrow"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()[-2:]

@@ -72,7 +72,7 @@ def test_text_training_interrupted_after_epoch_two_resumes_like_an_uninterrupted
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
 
     resumed = run_pipeline("spam-tiny", None, "pipelines.yaml", resume=True)
-    assert resumed["run_id"] == run_id  # continued in the same MLflow run
+    assert resumed.run_id == run_id  # continued in the same MLflow run
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
     assert run.data.tags["fuseflow.resumed"] == "1"
@@ -80,8 +80,8 @@ def test_text_training_interrupted_after_epoch_two_resumes_like_an_uninterrupted
         assert [m.step for m in client.get_metric_history(run_id, name)] == list(range(1, EPOCHS + 1)), name
 
     reference = run_pipeline("spam-tiny", None, "pipelines.yaml", no_cache=True)
-    assert reference["run_id"] != run_id
-    got, expected = resumed["metrics"], reference["metrics"]
+    assert reference.run_id != run_id
+    got, expected = resumed.metrics, reference.metrics
     assert set(got) == set(expected) and len(got) >= 3
     assert got["test_accuracy"] >= 0.8  # it learned: the comparison means something
     if backend == "torch":

@@ -95,3 +95,18 @@ def test_standardize_is_fitted_on_train_only():
     assert np.allclose(scaled.X["train"].mean(0), 0, atol=1e-5)
     assert not np.allclose(scaled.X["test"].mean(0), 0, atol=1e-3)
     assert np.allclose(scaling.feature_mean, raw.X["train"].mean(0), rtol=1e-5)
+
+
+def test_steps_compose_their_scaling_so_the_logged_model_repeats_them():
+    """Two steps in a row: the recorded scaling applied to raw rows gives what the steps gave (a logged model
+    carries only `FittedScaling`)."""
+    from tasks.data.preprocess.standardize import StandardizeConfig
+    from tasks.data.scaling import fit_preprocess
+
+    raw = load_tabular(SklearnData(source="sklearn", name="wine"), seed=0, base_dir=None)
+    raw.X["train"] = raw.X["train"] * 3.0 + 5.0  # the second step then sees data that is not yet unit scale
+    steps = [StandardizeConfig(with_std=False), StandardizeConfig()]
+    scaled, scaling = fit_preprocess(steps, raw, "auto")
+    again = (raw.X["test"] - np.asarray(scaling.feature_mean)) / np.asarray(scaling.feature_scale)
+    assert np.allclose(again, scaled.X["test"], atol=1e-4)
+    assert np.allclose(scaled.X["train"].std(0), 1, atol=1e-3)

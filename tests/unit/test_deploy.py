@@ -153,6 +153,7 @@ def test_up_wires_ports_store_and_links(scheduled, tracking_uri):
 
 def test_run_report_links_and_tables(monkeypatch):
     from flows.run_report import artifact_key, mlflow_ui_base, report_markdown
+    from tasks.pipeline.summary import RunSummary
 
     monkeypatch.delenv("MLFLOW_UI_URL", raising=False)
     assert artifact_key("Digits_MLP v2") == "fuseflow-digits-mlp-v2-metrics"
@@ -160,7 +161,7 @@ def test_run_report_links_and_tables(monkeypatch):
     assert mlflow_ui_base("sqlite:///mlruns/mlflow.db") is None
     monkeypatch.setenv("MLFLOW_UI_URL", "http://127.0.0.1:5001/")
     assert mlflow_ui_base("sqlite:///mlruns/mlflow.db") == "http://127.0.0.1:5001"
-    text = report_markdown("p", {"run_id": "abc", "metrics": {"test_accuracy": 0.91234}, "model_uri": "runs:/abc/model"},
-                           "http://ui/#/experiments/1/runs/abc")
+    summary = RunSummary("abc", "runs:/abc/model", {"test_accuracy": 0.91234}, "classification")
+    text = report_markdown("p", summary, "http://ui/#/experiments/1/runs/abc")
     assert "| test_accuracy | 0.9123 |" in text and "[abc](http://ui/#/experiments/1/runs/abc)" in text
-    assert "set MLFLOW_UI_URL" in report_markdown("p", {"run_id": "abc", "metrics": {}}, None)
+    assert "set MLFLOW_UI_URL" in report_markdown("p", RunSummary("abc", "", {}, "classification"), None)

@@ -6,7 +6,8 @@ import pytest
 
 from tasks.fusion.base import Combination, SoupMismatch, average_states, score, softmax
 from tasks.fusion.config import FusionConfig
-from tasks.fusion.report import markdown_table, paired_bootstrap
+from tasks.fusion.report import (BestMember, FusionReport, Interval, MemberScores, Scores, markdown_table,
+                                 paired_bootstrap)
 
 CLASSES, N = 4, 600
 
@@ -169,20 +170,22 @@ def test_paired_bootstrap_interval_covers_the_true_difference():
     flip = rng.choice(2000, 100, replace=False)
     fused[flip] = True  # fused fixes some of best's errors: true delta = mean(fused - best) > 0
     ci = paired_bootstrap(fused, best, 1000, 0.95, 0)
-    assert ci["low"] <= ci["delta"] <= ci["high"]
-    assert ci["low"] > 0
+    assert ci.low <= ci.delta <= ci.high
+    assert ci.low > 0
     same = paired_bootstrap(best, best, 500, 0.95, 0)
-    assert same["low"] == same["high"] == same["delta"] == 0
+    assert same.low == same.high == same.delta == 0
 
 
 def test_markdown_table_lists_members_best_mean_fused():
     row = {"accuracy": 0.9, "f1_macro": 0.88, "log_loss": 0.3}
-    report = {"members": [{"name": "m0", "source": "p", "weight": 0.25, "val": row, "test": row},
-                          {"name": "m1", "source": "p", "weight": 0.75, "val": row, "test": row}],
-              "best_member": {"name": "m1", "val": row, "test": row}, "mean": {"val": row, "test": row},
-              "fused": {"val": row, "test": row}, "method": {"method": "weighted"},
-              "bootstrap": {"accuracy": {"delta": 0.01, "low": -0.01, "high": 0.03, "confidence": 0.95}},
-              "shipped": "fused", "note": "ok"}
+    report = FusionReport(
+        members=[MemberScores(name="m0", source="p", run_id=None, weight=0.25, val=row, test=row),
+                 MemberScores(name="m1", source="p", run_id=None, weight=0.75, val=row, test=row)],
+        best_member=BestMember(name="m1", index=1, val=row, test=row), mean=Scores(val=row, test=row),
+        fused=Scores(val=row, test=row), method={"method": "weighted"},
+        bootstrap={"accuracy": Interval(delta=0.01, low=-0.01, high=0.03, samples=1000, confidence=0.95)},
+        shipped="fused", note="ok", level="outputs", classes=["a", "b"], sizes={}, data_digest="", combination={},
+        gain_on_validation=True, require_gain=True)
     text = markdown_table(report)
     for name in ("| m0 | 0.250", "| m1 | 0.750", "best member (m1)", "| mean |", "fused (weighted)", "+0.0100"):
         assert name in text, text

@@ -24,7 +24,7 @@ class StandardizeConfig(StrictModel):
     modalities: ClassVar[frozenset[str]] = frozenset({"tabular"})
 
     def apply(self, X: dict[str, Any], scaling: "FittedScaling") -> dict[str, Any]:
-        """Fit on `X["train"]`, transform every split; the statistics are recorded in `scaling`."""
+        """Fit on `X["train"]`, transform every split; `scaling` is composed with it (after the steps before)."""
         import numpy as np
         from sklearn.preprocessing import StandardScaler
 
@@ -32,6 +32,5 @@ class StandardizeConfig(StrictModel):
         scaler = StandardScaler(with_mean=self.with_mean, with_std=self.with_std).fit(X["train"])
         mean = scaler.mean_ if self.with_mean else np.zeros(n)
         scale = scaler.scale_ if self.with_std else np.ones(n)
-        scaling.feature_mean = [float(m) for m in mean]
-        scaling.feature_scale = [float(s) for s in scale]
+        scaling.compose(mean, scale)
         return {k: scaler.transform(v).astype(np.float32) for k, v in X.items()}

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
+from tasks.cache.fingerprint import tokenizer_definition
 from tasks.registry import PREPROCESSORS, StrictModel
 
 if TYPE_CHECKING:
@@ -36,18 +37,11 @@ class TokenizeConfig(StrictModel):
 
 
 def tokenizer_signature(tokenizer: Any) -> str:
-    """A stable hash of everything that decides the tokenizer's output (its full JSON definition)."""
-    import json
-
+    """A stable hash (in `datasets`' fingerprint format) of everything that decides the tokenizer's output."""
     from datasets.fingerprint import Hasher
 
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:  # truncation/padding state changes with each call's arguments: not part of the identity
-        definition = {k: v for k, v in json.loads(backend.to_str()).items() if k not in ("truncation", "padding")}
-    else:
-        definition = sorted(tokenizer.get_vocab().items())
-    return Hasher.hash([type(tokenizer).__name__, definition, tokenizer.padding_side, tokenizer.truncation_side,
-                        list(tokenizer.model_input_names)])
+    return Hasher.hash([type(tokenizer).__name__, tokenizer_definition(tokenizer), tokenizer.padding_side,
+                        tokenizer.truncation_side, list(tokenizer.model_input_names)])
 
 
 def _tokenize_batch(batch: dict[str, list], tokenizer: Any, columns: list[str], max_length: int, truncation: bool,

@@ -11,7 +11,7 @@ newest two kept (and the best one while `best_model_metric` / early stopping kee
 checkpoint, training resumes from it (`resume_from_checkpoint`): finished epochs are neither rerun nor re-logged.
 
 `distributed: {nproc_per_node: N, backend: gloo|nccl}`: the same `train_hf` in N processes under torchrun
-(`tasks.train.ddp.launcher.train_hf_distributed`, tasks/ddp_hf_worker.py); the Trainer joins the process group itself
+(`tasks.train.ddp.launcher.train_hf_distributed`, tasks/train/ddp/hf_worker.py); the Trainer joins the process group itself
 (`ddp_backend`), rank 0 alone logs and checkpoints, and every rank resumes from the same checkpoint folder.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Optional, Sequence
 
 from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 
-from tasks.evaluate.names import EPOCH_METRICS
+from tasks.evaluate.names import EPOCH_METRICS, direction
 from tasks.registry import TRAINERS
 from tasks.train.common import EpochCallback, TrainBase, TrainResult, epoch_metrics, resolve_device
 from tasks.train.ddp.config import DistributedConfig, fits_device
@@ -188,7 +188,7 @@ def _trainer_metric(name: Optional[str]) -> Optional[str]:
 def _mode(config: HFTrainerConfig) -> str:
     if config.early_stopping:
         return config.early_stopping.resolved_mode
-    return "min" if "loss" in (config.monitor or "") else "max"
+    return direction(config.monitor) if config.monitor else "max"
 
 
 def compute_metrics(prediction: Any) -> dict[str, float]:
@@ -298,7 +298,7 @@ def train_hf(model: Any, train_set: Any, val_set: Any, tokenizer: Any, config: H
     """Fine-tune `model` on tokenized `train_set` with the HF Trainer, evaluating on `val_set` every epoch.
 
     With `checkpoint_dir` and `checkpoint_every` > 0, checkpoints go there and training resumes from the newest.
-    The single process and every DDP rank (tasks/ddp_hf_worker.py, with `ddp_backend`) build the Trainer here; under
+    The single process and every DDP rank (tasks/train/ddp/hf_worker.py, with `ddp_backend`) build the Trainer here; under
     DDP the validation metrics (gathered from every rank) and so early stopping agree across ranks, and only the
     first rank saves checkpoints. `callbacks`: more `TrainerCallback`s, after the epoch reporter. `scratch_dir`: the
     Trainer's folder without `checkpoint_dir` (the best epoch's weights), a new temporary one by default; DDP ranks

@@ -139,7 +139,7 @@ def train_torch(model: Any, data: dict[str, tuple[Any, Any]], task: str, config:
     ``on_epoch_end(epoch, metrics, state)`` receives the epoch's metrics and the resumable state
     (model, optimizer, scheduler, RNG, early-stopping book-keeping); ``resume`` is such a state.
 
-    Distributed (a DDP worker, see tasks/ddp_worker.py): ``model`` may be a `DistributedDataParallel` wrapper and
+    Distributed (a DDP worker, see tasks/train/ddp/torch_worker.py): ``model`` may be a `DistributedDataParallel` wrapper and
     ``sampler`` a `DistributedSampler` (``set_epoch(epoch)``, then iterated) that gives this process' share of each
     epoch's rows. Under an initialised process group the train loss and sample count are summed over the
     processes, validation runs on the unwrapped model over the full validation set, and every process takes

@@ -28,6 +28,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+from tasks.cache.fingerprint import weights_digest
+from tasks.steps.run_logger import run_logger
 from tasks.train.ddp.config import DistributedConfig
 
 log = logging.getLogger("fuseflow")
@@ -56,20 +58,6 @@ def resolve_backend(config: DistributedConfig, device: str = "auto") -> str:
                 f"train.distributed.nproc_per_node is {config.nproc_per_node} but this machine has {gpus} CUDA "
                 f"GPU(s); nccl needs one GPU per process: set nproc_per_node: {gpus} (or backend: gloo)")
     return backend
-
-
-def weights_digest(model: Any) -> str:
-    """sha256 of a model's weights and buffers (names, dtypes, shapes and bytes, in state-dict order)."""
-    import hashlib
-
-    import torch
-
-    h = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        t = tensor.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
 
 
 def check_equal_weights(digests: Mapping[int, str], world_size: int) -> str:
@@ -190,7 +178,7 @@ def _run_torchrun(folder: Path, world: int, worker: str = TORCH_WORKER) -> tuple
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // world)))
     command = torchrun_command(folder, world, worker)
     log.info("distributed training: %s", " ".join(command[1:]))
-    run_log = _run_logger()
+    run_log = run_logger()
     started = time.perf_counter()
     tail: deque[str] = deque(maxlen=200)
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
@@ -209,15 +197,6 @@ def _run_torchrun(folder: Path, world: int, worker: str = TORCH_WORKER) -> tuple
     log.info("distributed training: torchrun ended with code %d after %.1f s", returncode,
              time.perf_counter() - started)
     return returncode, list(tail)
-
-
-def _run_logger() -> Any:
-    """The Prefect run logger inside a task (the lines reach the flow run's logs), else the fuseflow logger."""
-    try:
-        from tasks.cache.policy import _run_logger as prefect_or_module_logger
-    except ImportError:  # pragma: no cover - without Prefect
-        return log
-    return prefect_or_module_logger()
 
 
 def _stop(proc: subprocess.Popen) -> None:

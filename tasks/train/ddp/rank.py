@@ -58,7 +58,8 @@ def finish_rank(folder: Path, rank: int, model: Any, result: Any) -> None:
     import torch
     import torch.distributed as dist
 
-    from tasks.train.ddp.launcher import FINAL, weights_digest
+    from tasks.cache.fingerprint import weights_digest
+    from tasks.train.ddp.launcher import FINAL
 
     if rank == 0:
         tmp = folder / f".{FINAL}.tmp"
