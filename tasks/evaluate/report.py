@@ -3,7 +3,7 @@ learning-curve plots."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from tasks.evaluate.config import EvaluateConfig
 from tasks.evaluate.names import SPLIT_PREFIX

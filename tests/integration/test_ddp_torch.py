@@ -66,8 +66,6 @@ def test_bad_distributed_section_exits_2(distributed, fragments, project_dir, tr
 def test_nccl_on_cpu_device_is_a_config_error_for_both_backends(backend):
     from pydantic import ValidationError
 
-    import tasks.train.backends.hf_trainer  # noqa: F401 - registers hf_trainer
-    import tasks.train.backends.torch_loop  # noqa: F401 - registers torch
     from tasks.registry import TRAINERS
 
     config_class = TRAINERS.get(backend)

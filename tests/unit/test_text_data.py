@@ -6,7 +6,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import tasks.pipeline.spec  # noqa: F401 - registers the data sources
 from tasks.errors import ConfigError
 from tasks.registry import DATA_SOURCES
 from tests.support.text_helpers import ham_spam_rows, write_csv

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 
-import tasks.pipeline.spec  # noqa: F401 - registers the data sources
 from tasks.registry import DATA_SOURCES
 from tasks.data.preprocess.tokenize import TextBatches, TokenizeConfig, tokenize_splits, tokenizer_signature
 from tests.support.text_helpers import spam_project

@@ -6,7 +6,6 @@ load.py rebuilds a member of either kind from a downloaded model folder.
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
