@@ -86,11 +86,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     prefect_api = _choose_prefect_api(str(Path(args.file).parent))  # before Prefect is imported
     if prefect_api is None:
         return EXIT_RUN_FAILED
-    from flows.pipeline import run_pipeline
 
-    return _report_run(args.name, prefect_api, lambda: run_pipeline(
-        args.name, {o.key: o.value for o in overrides} or None, args.file, no_cache=args.no_cache, resume=args.resume),
-        _print_summary)
+    def call() -> Any:
+        from flows.pipeline import run_pipeline  # imports Prefect: inside the chosen API's environment
+
+        return run_pipeline(args.name, {o.key: o.value for o in overrides} or None, args.file,
+                            no_cache=args.no_cache, resume=args.resume)
+
+    return _report_run(args.name, prefect_api, call, _print_summary)
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
@@ -105,16 +108,21 @@ def cmd_rerun(args: argparse.Namespace) -> int:
 
 def _report_run(label: str, prefect_api: Any, call: Any, show: Any) -> int:
     """Run `call` against `prefect_api` (a `PrefectApiChoice`) with tracebacks routed to a log file; exit code and
-    one-line errors as the CLI promises."""
+    one-line errors as the CLI promises. Prefect reads its settings when it is first imported, so everything that
+    imports it (the log set-up, `call`) runs inside the chosen API's environment."""
+    with environment(prefect_api.env):
+        return _run_and_report(label, prefect_api.description, call, show)
+
+
+def _run_and_report(label: str, description: str, call: Any, show: Any) -> int:
     import logging
 
     from flows.logs import route_tracebacks_to_file
 
     log_file = route_tracebacks_to_file(label)
-    logging.getLogger("fuseflow").info(prefect_api.description)
+    logging.getLogger("fuseflow").info(description)
     try:
-        with environment(prefect_api.env):
-            summary = call()
+        summary = call()
     except KeyboardInterrupt:
         print("error: interrupted; the MLflow run is marked KILLED", file=sys.stderr)
         return 130

@@ -47,6 +47,9 @@ class NestedOutcome:
 def train_nested(job: NestedJob, base_dir: Path, parent_run_id: str, cache: CacheOptions) -> RunSummary:
     """Train the job's pipeline in a nested MLflow run (in this process, a thread, or a cluster worker)."""
     from flows.tracking_run import tracked_run
+    from tasks.registry import load_components
+
+    load_components()  # a fresh worker process: the registries before any config is used
 
     with tracked_run(job.pipeline.spec, job.overrides, base_dir, parent_run_id=parent_run_id,
                      extra_tags=job.tags) as logger, cache_options(cache.folder, cache.refresh), independent_steps():

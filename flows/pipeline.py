@@ -8,6 +8,7 @@ from typing import Any, Optional
 from prefect import flow, get_run_logger
 
 from flows.bodies.table import body_for
+from flows.env import quiet_defaults
 from flows.run_report import publish_run_report
 from flows.spec.overrides import parse_overrides
 from flows.spec.project import DEFAULT_FILE, load_project
@@ -42,8 +43,9 @@ def run_pipeline(pipeline: str, overrides: Optional[dict[str, Any]] = None, file
     spec = resolved.spec
     body = body_for(resolved)
     extra_tags = {tags.RERUN_OF: rerun_of} if rerun_of else None
-    with tracked_run(spec, overrides, project.base_dir, extra_tags=extra_tags, resume=resume) as logger, \
-            cache_options(cache_dir(project.base_dir), no_cache):
+    # the CLI sets the quiet defaults already; a Prefect worker or a Python caller gets them here, for the run
+    with quiet_defaults(), tracked_run(spec, overrides, project.base_dir, extra_tags=extra_tags,
+                                       resume=resume) as logger, cache_options(cache_dir(project.base_dir), no_cache):
         summary = body(resolved, logger, project.base_dir)
         summary.registry = register_and_promote(spec.tracking, summary.run_id, summary.model_uri, logger.tracking_uri)
     summary.pipeline = pipeline

@@ -81,8 +81,8 @@ def warn_on_stderr(message: str) -> None:
 
 
 def rerun(run_id: str, tracking_uri: str | None = None, use_cache: bool = False, project_dir: Path | str = ".",
-          warn: Callable[[str], None] = warn_on_stderr) -> dict[str, Any]:
-    """Replay run `run_id`; returns the new run's summary plus its `warnings` (each also passed to `warn` as
+          warn: Callable[[str], None] = warn_on_stderr) -> RerunSummary:
+    """Replay run `run_id`; returns the new run's summary with its `warnings` (each also passed to `warn` as
     soon as it is known) and the `original` run's test metrics. With `tracking_uri`, the rerun is recorded in that
     store too (MLFLOW_TRACKING_URI is set for the call)."""
     from flows.env import environment
@@ -91,7 +91,7 @@ def rerun(run_id: str, tracking_uri: str | None = None, use_cache: bool = False,
         return _rerun(run_id, use_cache, Path(project_dir), warn)
 
 
-def _rerun(run_id: str, use_cache: bool, project_dir: Path, warn: Callable[[str], None]) -> dict[str, Any]:
+def _rerun(run_id: str, use_cache: bool, project_dir: Path, warn: Callable[[str], None]) -> RerunSummary:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -129,7 +129,7 @@ def _rerun(run_id: str, use_cache: bool, project_dir: Path, warn: Callable[[str]
                         warnings)
 
 
-def print_rerun(summary: dict[str, Any]) -> None:
+def print_rerun(summary: RerunSummary) -> None:
     """The original and new test metrics side by side, and whether they match."""
     from rich.console import Console
     from rich.table import Table

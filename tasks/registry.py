@@ -48,11 +48,13 @@ class Registry:
     `shorthand`, a one-key mapping `{name: {options}}` or a bare `name` is accepted for `{discriminator: name, ...}`
     (preprocess steps, fusion methods)."""
 
-    def __init__(self, kind: str, discriminator: str, package: str, shorthand: bool = False) -> None:
+    def __init__(self, kind: str, discriminator: str, package: str, shorthand: bool = False,
+                 requires: tuple[str, ...] = ()) -> None:
         self.kind = kind
         self.discriminator = discriminator
         self.package = package
         self.shorthand = shorthand
+        self.requires = requires  # class attributes every component must define (checked when it registers)
         self._classes: dict[str, type[BaseModel]] = {}
         _ALL.registries.append(self)
 
@@ -62,6 +64,10 @@ class Registry:
         if field_info is None or get_origin(field_info.annotation) is not Literal:
             raise TypeError(f"{cls.__name__} needs a `{self.discriminator}: Literal[...]` field to register as a "
                             f"{self.kind}")
+        missing = [name for name in self.requires if not hasattr(cls, name)]
+        if missing:
+            raise TypeError(f"{cls.__name__} needs {', '.join(f'`{m}`' for m in missing)} to register as a {self.kind} "
+                            "(e.g. `modalities: ClassVar[frozenset[str]] = frozenset({'tabular'})`: the data it takes)")
         for value in get_args(field_info.annotation):
             if value in self._classes and self._classes[value] is not cls:
                 raise ValueError(f"{self.kind} {value!r} is registered twice ({self._classes[value].__name__}, "
@@ -106,7 +112,8 @@ class Registry:
             options = {} if options is None else options
             if isinstance(options, dict):
                 return {key: name, **options}
-            raise ValueError(f"the options of {self.kind} '{name}' must be a mapping, got {type(options).__name__}")
+            raise ValueError(f"each {self.kind} is `name` or `{{name: {{options}}}}`; `{name}: {options!r}` gives "
+                             f"no mapping of options (are the options indented under the {self.kind}'s name?)")
         if isinstance(value, (dict, BaseModel)):
             return value
         raise ValueError(f"each {self.kind} is a name or a mapping with one key, the name, e.g. "
@@ -163,6 +170,7 @@ class _Components:
 
     registries: list[Any] = field(default_factory=list)
     loaded: bool = False
+    loading: bool = False  # set while the loading thread imports (it may look a registry up meanwhile)
     lock: threading.RLock = field(default_factory=threading.RLock)
     plugins: list[str] = field(default_factory=list)
 
@@ -177,16 +185,22 @@ def _import_package(name: str) -> None:
 
 
 def load_components() -> None:
-    """Import every registry's built-in package, then every installed plugin, once; later calls return at once."""
+    """Import every registry's built-in package, then every installed plugin, once per process; later calls return
+    at once. Other threads wait until the registries are complete; a failed import is raised and tried again by
+    the next call (nothing is marked loaded half-way)."""
     if _ALL.loaded:
         return
-    with _ALL.lock:
-        if _ALL.loaded:
+    with _ALL.lock:  # re-entrant: the loading thread itself returns at once below while it is importing
+        if _ALL.loaded or _ALL.loading:
             return
-        _ALL.loaded = True  # before importing: a component module that looks a registry up must not recurse
-        for registry in list(_ALL.registries):
-            _import_package(registry.package)
-        _load_plugins()
+        _ALL.loading = True
+        try:
+            for registry in list(_ALL.registries):
+                _import_package(registry.package)
+            _load_plugins()
+            _ALL.loaded = True
+        finally:
+            _ALL.loading = False
 
 
 def _load_plugins() -> None:
@@ -231,9 +245,9 @@ def registry_named(discriminator: str, names: list[str]) -> Optional[Registry]:
 
 
 DATA_SOURCES = Registry("data source", "source", "tasks.data.sources")
-PREPROCESSORS = Registry("preprocess step", "name", "tasks.data.preprocess", shorthand=True)
-MODELS = Registry("model type", "type", "tasks.models")
-TRAINERS = Registry("training backend", "backend", "tasks.train.backends")
+PREPROCESSORS = Registry("preprocess step", "name", "tasks.data.preprocess", shorthand=True, requires=("modalities",))
+MODELS = Registry("model type", "type", "tasks.models", requires=("modalities",))
+TRAINERS = Registry("training backend", "backend", "tasks.train.backends", requires=("modalities", "trainer"))
 FUSION_METHODS = Registry("fusion method", "method", "tasks.fusion.methods", shorthand=True)
 METRICS = FunctionRegistry("metric", "tasks.evaluate.metrics")
 LOSSES = FunctionRegistry("loss", "tasks.train.losses")

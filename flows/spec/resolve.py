@@ -17,10 +17,12 @@ from flows.spec.pydantic_errors import located_issue, pydantic_issue
 from tasks.errors import ConfigError, ConfigIssue, did_you_mean
 from tasks.pipeline.resolved import ResolvedPipeline
 from tasks.pipeline.spec import PipelineSpec
+from tasks.registry import load_components
 
 
 def resolve(project: ProjectFile, name: str, overrides: Sequence[Override] = ()) -> ResolvedPipeline:
     """Pipeline `name` with `overrides` applied, validated and resolved; raises ConfigError listing every problem."""
+    load_components()  # every registry complete before the first schema is built (not from inside pydantic)
     if name not in project.pipelines:
         raise ConfigError([ConfigIssue(f"unknown pipeline '{name}'{did_you_mean(name, project.names)} "
                                        f"(pipelines: {', '.join(project.names)})", file=str(project.path))])

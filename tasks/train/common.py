@@ -77,9 +77,6 @@ class TrainResult:
 EpochCallback = Callable[[int, dict[str, float], dict[str, Any]], None]
 
 
-EpochCallback = Callable[[int, dict[str, float], dict[str, Any]], None]
-
-
 def epoch_metrics(outputs: Any, targets: Any, task: str) -> dict[str, float]:
     """Cheap per-epoch validation metrics (same names as the final evaluation)."""
     import torch

@@ -78,3 +78,44 @@ def test_prefect_api_url_is_honoured_and_checked(project_dir, health_server, mon
     write_pipelines(project_dir)
     assert main(["run", "iris-tiny"]) == 1
     assert f"PREFECT_API_URL={dead} does not answer" in capsys.readouterr().err
+
+
+FAKE_PIPELINE = '''
+import sys, types
+
+def run_pipeline(name, overrides=None, file="pipelines.yaml", no_cache=False, resume=False):
+    """Stands for flows.pipeline.run_pipeline: reports the API Prefect itself sees inside the run."""
+    from prefect.settings import PREFECT_API_URL
+    from tasks.pipeline.summary import RunSummary
+
+    print("PREFECT SEES", PREFECT_API_URL.value())
+    return RunSummary("run-id", "runs:/run-id/model", {"test_accuracy": 1.0}, "classification", pipeline=name)
+
+fake = types.ModuleType("flows.pipeline")
+fake.run_pipeline = run_pipeline
+sys.modules["flows.pipeline"] = fake
+from flows.cli import main
+code = main(["run", "iris-tiny"])
+import os
+print("AFTER", os.environ.get("PREFECT_API_URL"))
+raise SystemExit(code)
+'''
+
+
+def test_a_cli_run_talks_to_the_stack_server_prefect_itself_sees_it(project_dir, health_server, monkeypatch):
+    """The stack's address is set before anything imports Prefect (Prefect reads its settings at import), and
+    only while the command runs."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    write_pipelines(project_dir)
+    _write_stack(project_dir, health_server)
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    done = subprocess.run([sys.executable, "-c", FAKE_PIPELINE], cwd=project_dir, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"PREFECT SEES {health_server}" in done.stdout
+    assert "AFTER None" in done.stdout

@@ -80,6 +80,9 @@ def run_rank(train_rank: TrainRank, argv: list[str] | None = None) -> None:
     folder = Path(argv[0])
     rank, local_rank, world = (int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
     try:
+        from tasks.registry import load_components
+
+        load_components()  # the configs in the payload are unpickled and used here: their registries first
         train_rank(folder, rank, local_rank, world)
     except BaseException as exc:
         error = " ".join(f"{type(exc).__name__}: {exc}".split())  # one line
