@@ -83,12 +83,6 @@ def build_model(model_config: Any, classes: list[str], tokenizer: Any, seed: int
         return model_config.build_text(classes, tokenizer, base_dir)
 
 
-def batches(splits: TextSplits, split: str, tokenizer: Any, batch_size: int, group_by_length: bool = False) -> Any:
-    from tasks.data.preprocess.tokenize import TextBatches
-
-    return TextBatches(splits.datasets[split], tokenizer.pad_token_id or 0, batch_size, group_by_length)
-
-
 @task(name="train", cache_policy=StepCachePolicy())
 def train(model: Any, splits: TextSplits, tokenizer: Any, train_config: Any, tokenize_config: Any, seed: int,
           logger: RunLogger | None, resume: dict | None = None, checkpoint: Any = None) -> tuple[Any, Any]:
@@ -107,10 +101,11 @@ def train(model: Any, splits: TextSplits, tokenizer: Any, train_config: Any, tok
 
 def class_probabilities(model: Any, splits: TextSplits, split: str, tokenizer: Any, batch_size: int) -> Any:
     """Softmax outputs of the model for one split, in row order (numpy, n x classes)."""
+    from tasks.data.preprocess.tokenize import TextBatches
     from tasks.train.backends.torch_loop import predict_batches
 
     device = next(model.parameters()).device
-    data = batches(splits, split, tokenizer, batch_size).to(device)
+    data = TextBatches.of(splits, split, tokenizer, batch_size).to(device)
     return predict_batches(model, data, batch_size).softmax(-1).float().cpu().numpy()
 
 

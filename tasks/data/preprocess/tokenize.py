@@ -110,6 +110,12 @@ class TextBatches:
         self.group_by_length = group_by_length
         self.device = "cpu"
 
+    @classmethod
+    def of(cls, splits: "TextSplits", split: str, tokenizer: Any, batch_size: int,
+           group_by_length: bool = False) -> "TextBatches":
+        """The batches of one tokenized split, padded with the tokenizer's pad token."""
+        return cls(splits.datasets[split], tokenizer.pad_token_id or 0, batch_size, group_by_length)
+
     def __len__(self) -> int:
         return len(self.lengths)
 

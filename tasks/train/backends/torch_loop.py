@@ -81,8 +81,7 @@ class TorchTrainer:
 
         from tasks.data.preprocess.tokenize import TextBatches
 
-        pad = tokenizer.pad_token_id or 0
-        data = {s: (TextBatches(splits.datasets[s], pad, self.config.batch_size, tokenize.group_by_length and s == "train"),
+        data = {s: (TextBatches.of(splits, s, tokenizer, self.config.batch_size, tokenize.group_by_length and s == "train"),
                     torch.as_tensor(splits.labels(s))) for s in ("train", "validation")}
         return self.fit(model, data, "classification", seed, logger, checkpoint, resume)
 
