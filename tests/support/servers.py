@@ -95,7 +95,14 @@ class Api:
         return response.json()
 
     def create_run(self, deployment_id: str, parameters: dict) -> Any:
-        return self.http.post(f"/deployments/{deployment_id}/create_flow_run", json={"parameters": parameters})
+        """What the UI's Custom run does; a 503 (the server's sqlite database busy on a loaded machine: nothing was
+        created) is asked again a few times, as the UI user would click again."""
+        for attempt in range(5):
+            response = self.http.post(f"/deployments/{deployment_id}/create_flow_run", json={"parameters": parameters})
+            if response.status_code != 503:
+                break
+            time.sleep(1 + attempt)
+        return response
 
     def flow_run(self, run_id: str) -> dict:
         return self.http.get(f"/flow_runs/{run_id}").json()
