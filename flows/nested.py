@@ -2,13 +2,15 @@
 task runner the pipeline's `runner:` section names, at most `max_concurrent` at once.
 
 The jobs run in a subflow whose task runner is built from the config, so the same flow runs on threads, a Dask
-cluster or a Ray cluster. A failed job is reported, not raised: the caller decides (a fusion stops, a sweep goes on).
+cluster or a Ray cluster. They come from a feed (`JobFeed`): a fixed list (fusion members), or a sweep's search that
+asks its sampler for the next trial when a worker is free and tells the study how each ended. A failed job is
+reported, not raised: the caller decides (a fusion stops, a sweep goes on); a pruned trial is an outcome too.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -30,6 +32,16 @@ class NestedJob:
     pipeline: ResolvedPipeline
     overrides: dict[str, Any] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
+    #: watches the job's epochs where it trains (a sweep trial's pruning reporter); picklable
+    observer: Optional[Any] = None
+
+
+@dataclass
+class Pruned:
+    """What a pruned trial's task returns: the epoch it stopped after, and why."""
+
+    epoch: int
+    message: str
 
 
 @dataclass
@@ -37,70 +49,128 @@ class NestedOutcome:
     key: str
     summary: Optional[RunSummary] = None
     error: Optional[str] = None
+    pruned: Optional[Pruned] = None
 
     @property
     def ok(self) -> bool:
-        return self.error is None
+        return self.error is None and self.pruned is None
+
+
+class JobFeed(Protocol):
+    """Where `run_nested` gets its jobs: `next_job()` (None: no more), `job_done(job, outcome)` as each ends."""
+
+    def next_job(self) -> Optional[NestedJob]: ...
+
+    def job_done(self, job: NestedJob, outcome: NestedOutcome) -> None: ...
+
+
+class ListFeed:
+    """A fixed list of jobs; `outcomes` in the list's order once all are done. (Slots: Prefect records a flow's
+    parameters, and an object without `__dict__` is recorded by its type name only.)"""
+
+    __slots__ = ("_queue", "_keys", "_outcomes")
+
+    def __init__(self, jobs: list[NestedJob]) -> None:
+        self._queue = list(jobs)
+        self._keys = [job.key for job in jobs]
+        self._outcomes: dict[str, NestedOutcome] = {}
+
+    def next_job(self) -> Optional[NestedJob]:
+        return self._queue.pop(0) if self._queue else None
+
+    def job_done(self, job: NestedJob, outcome: NestedOutcome) -> None:
+        self._outcomes[job.key] = outcome
+
+    @property
+    def outcomes(self) -> list[NestedOutcome]:
+        return [self._outcomes[key] for key in self._keys]
 
 
 @task(name="train-nested", task_run_name="train-{job.key}", cache_policy=NO_CACHE, persist_result=False)
-def train_nested(job: NestedJob, base_dir: Path, parent_run_id: str, cache: CacheOptions) -> RunSummary:
-    """Train the job's pipeline in a nested MLflow run (in this process, a thread, or a cluster worker)."""
+def train_nested(job: NestedJob, base_dir: Path, parent_run_id: str, cache: CacheOptions) -> RunSummary | Pruned:
+    """Train the job's pipeline in a nested MLflow run (in this process, a thread, or a cluster worker); a trial
+    its pruner stopped returns `Pruned` (its run is closed KILLED and tagged pruned)."""
     from flows.tracking_run import tracked_run
     from tasks.registry import load_components
+    from tasks.train.observers import TrialPruned, observing
 
     load_components()  # a fresh worker process: the registries before any config is used
 
-    with tracked_run(job.pipeline.spec, job.overrides, base_dir, parent_run_id=parent_run_id,
-                     extra_tags=job.tags) as logger, cache_options(cache.folder, cache.refresh), independent_steps():
-        return run_training(job.pipeline, logger, base_dir)
+    try:
+        with observing(job.observer), tracked_run(job.pipeline.spec, job.overrides, base_dir,
+                                                  parent_run_id=parent_run_id, extra_tags=job.tags) as logger, \
+                cache_options(cache.folder, cache.refresh), independent_steps():
+            return run_training(job.pipeline, logger, base_dir)
+    except TrialPruned as pruned:
+        get_run_logger().info("%s: %s", job.key, pruned)
+        return Pruned(pruned.epoch, str(pruned))
 
 
 @flow(name="fuseflow-nested", flow_run_name="{label}", persist_result=False, validate_parameters=False)
-def run_nested(jobs: list[Any], base_dir: Path, parent_run_id: str, label: str, max_concurrent: int,
-               cache: CacheOptions) -> list[NestedOutcome]:
-    """Submit the jobs (`NestedJob`s), keeping at most `max_concurrent` in flight; one outcome per job, in order.
-    (`jobs` is typed loosely: Prefect builds this flow's parameter schema when the module is imported.)"""
-    queue = list(enumerate(jobs))
-    in_flight: dict[Any, tuple[int, NestedJob]] = {}
-    outcomes: dict[int, NestedOutcome] = {}
-    while queue or in_flight:
-        while queue and len(in_flight) < max_concurrent:
-            index, job = queue.pop(0)
-            in_flight[train_nested.submit(job, base_dir, parent_run_id, cache)] = (index, job)
+def run_nested(feed: Any, base_dir: Path, parent_run_id: str, label: str, max_concurrent: int,
+               cache: CacheOptions) -> None:
+    """Submit the feed's jobs (`NestedJob`s), keeping at most `max_concurrent` in flight, and hand each outcome
+    back to the feed as the job ends; a free worker takes the feed's next job at once. (`feed` is typed loosely:
+    Prefect builds this flow's parameter schema when the module is imported.)"""
+    in_flight: dict[Any, NestedJob] = {}
+    exhausted = False
+    while True:
+        while not exhausted and len(in_flight) < max_concurrent:
+            job = feed.next_job()
+            if job is None:
+                exhausted = True
+                break
+            job = _portable(job)
+            in_flight[train_nested.submit(job, base_dir, parent_run_id, cache)] = job
+        if not in_flight:
+            return
         done = next(as_completed(list(in_flight)))
-        index, job = in_flight.pop(done)
+        job = in_flight.pop(done)
         done.wait()  # as_completed can yield before the task's final state is recorded
         try:
             # what the task raised; for a worker that died (killed, out of memory) the cluster's error, whereas
             # the task's state in the API would still say RUNNING
-            outcomes[index] = NestedOutcome(job.key, summary=done.result())
+            result = done.result()
+            outcome = (NestedOutcome(job.key, pruned=result) if isinstance(result, Pruned)
+                       else NestedOutcome(job.key, summary=result))
         except Exception as exc:  # noqa: BLE001 - a failed job is reported, not raised
-            outcomes[index] = NestedOutcome(job.key, error=f"{type(exc).__name__}: {exc}".splitlines()[0][:2000])
-            get_run_logger().warning("%s failed: %s", job.key, outcomes[index].error)
-    return [outcomes[i] for i in range(len(jobs))]
+            outcome = NestedOutcome(job.key, error=f"{type(exc).__name__}: {exc}".splitlines()[0][:2000])
+            get_run_logger().warning("%s failed: %s", job.key, outcome.error)
+        feed.job_done(job, outcome)
 
 
 def train_all(jobs: list[NestedJob], runner: RunnerConfig, max_concurrent: Optional[int], base_dir: Path,
               parent_run_id: str, label: str) -> list[NestedOutcome]:
-    """Train `jobs` through `runner` (threads, Dask or Ray) as nested runs of `parent_run_id`."""
-    from flows.task_runners import build_task_runner, cluster_env, describe, loopback_warning, worker_env
-
+    """Train `jobs` through `runner` (threads, Dask or Ray) as nested runs of `parent_run_id`; their outcomes in
+    order."""
     if not jobs:
         return []
-    concurrency = max(1, min(max_concurrent or len(jobs), len(jobs)))
-    jobs = [_portable(job) for job in jobs]
+    feed = ListFeed(jobs)
+    train_feed(feed, len(jobs), {job.pipeline.modality for job in jobs}, runner, max_concurrent, base_dir,
+               parent_run_id, label)
+    return feed.outcomes
+
+
+def train_feed(feed: JobFeed, total: int, modalities: set[Optional[str]], runner: RunnerConfig,
+               max_concurrent: Optional[int], base_dir: Path, parent_run_id: str, label: str) -> None:
+    """Train the jobs of `feed` (at most `total`, of `modalities`) through `runner` as nested runs of
+    `parent_run_id`."""
+    from flows.task_runners import build_task_runner, cluster_env, describe, loopback_warning, worker_env
+
+    if total <= 0:
+        return
+    concurrency = max(1, min(max_concurrent or total, total))
     base_dir = Path(base_dir).resolve()
     if runner.type == "thread":
         _guard_progress_bars()
-        _warm_imports({job.pipeline.modality for job in jobs})
+        _warm_imports(modalities)
     env = cluster_env(runner, concurrency, worker_env())
-    get_run_logger().info("%s: %d jobs on %s", label, len(jobs), describe(runner, concurrency))
+    get_run_logger().info("%s: %d jobs on %s", label, total, describe(runner, concurrency))
     warning = loopback_warning(runner, env)
     if warning:
         get_run_logger().warning(warning)
     subflow = run_nested.with_options(task_runner=build_task_runner(runner, concurrency, env))
-    return subflow(jobs, base_dir, parent_run_id, label, concurrency, current_options())
+    subflow(feed, base_dir, parent_run_id, label, concurrency, current_options())
 
 
 def _portable(job: NestedJob) -> NestedJob:
@@ -112,7 +182,7 @@ def _portable(job: NestedJob) -> NestedJob:
         return job
     tracking = spec.tracking.model_copy(update={"uri": uri})
     pipeline = ResolvedPipeline(spec.model_copy(update={"tracking": tracking}))
-    return NestedJob(job.key, pipeline, job.overrides, job.tags)
+    return NestedJob(job.key, pipeline, job.overrides, job.tags, job.observer)
 
 
 def _guard_progress_bars() -> None:

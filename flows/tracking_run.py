@@ -14,6 +14,7 @@ import yaml
 from tasks.pipeline.spec import PipelineSpec
 from tasks.tracking import tags
 from tasks.tracking.logger import RunLogger, artifact_root_for, flatten, prepare_store, resolve_tracking_uri
+from tasks.train.observers import TrialPruned
 
 log = logging.getLogger("fuseflow")
 
@@ -109,6 +110,12 @@ def tracked_run(spec: PipelineSpec, overrides: Mapping[str, Any] | None, base_di
                 logger.log_params({f"override.{k}": v for k, v in overrides.items()})
         log.info("MLflow run %s (experiment '%s', %s)", run.info.run_id, spec.experiment, uri)
         yield logger
+    except TrialPruned as pruned:  # a sweep's pruner stopped the trial: its epochs are logged, nothing failed
+        client.set_tag(run.info.run_id, tags.SWEEP_TRIAL_STATE, "pruned")
+        client.set_tag(run.info.run_id, tags.SWEEP_PRUNED_EPOCH, str(pruned.epoch))
+        client.set_tag(run.info.run_id, tags.NOTE, f"**pruned**: {pruned}")
+        client.set_terminated(run.info.run_id, "KILLED")
+        raise
     except KeyboardInterrupt:
         client.set_tag(run.info.run_id, tags.ERROR, "interrupted (Ctrl-C)")
         client.set_terminated(run.info.run_id, "KILLED")

@@ -249,5 +249,7 @@ PREPROCESSORS = Registry("preprocess step", "name", "tasks.data.preprocess", sho
 MODELS = Registry("model type", "type", "tasks.models", requires=("modalities",))
 TRAINERS = Registry("training backend", "backend", "tasks.train.backends", requires=("modalities", "trainer"))
 FUSION_METHODS = Registry("fusion method", "method", "tasks.fusion.methods", shorthand=True)
+SAMPLERS = Registry("sweep sampler", "name", "tasks.sweep.samplers", shorthand=True)
+PRUNERS = Registry("sweep pruner", "name", "tasks.sweep.pruners", shorthand=True)
 METRICS = FunctionRegistry("metric", "tasks.evaluate.metrics")
 LOSSES = FunctionRegistry("loss", "tasks.train.losses")

@@ -1,23 +1,30 @@
-"""The body of a sweep pipeline: train every trial through the runner (nested MLflow runs; a failed trial is recorded
-and the sweep goes on), rank the trials by the sweep's metric, log the trials table, plot and best parameters, and
-ship the best trial's model — or, with `fuse_top: K`, a fusion of the K best trials."""
+"""The body of a sweep pipeline: an Optuna study drives the trials by ask/tell (planned ones for grid and random,
+the sampler's for the others); each trains through the runner as a nested MLflow run, reports its metric per epoch
+to the study and stops at once when the pruner says so; a failed trial is recorded and the sweep goes on. Then
+rank the finished trials by the sweep's metric, log the trials table, the study's plots and the best parameters,
+and ship the best trial's model — or, with `fuse_top: K`, a fusion of the K best trials."""
 from __future__ import annotations
 
 import json
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from prefect import get_run_logger
 
 from tasks.pipeline.resolved import ResolvedPipeline
 from tasks.pipeline.spec import PipelineSpec
 from tasks.pipeline.summary import RunSummary, SweepSummary
-from tasks.sweep.report import (TrialResult, collect, markdown, plot_parallel, ranked, report_json, table_rows,
-                                trial_runs, write_csv)
+from tasks.sweep.plots import plot_study
+from tasks.sweep.report import (PRUNED, TrialResult, collect, markdown, metric_of_run, ranked, report_json,
+                                table_rows, trial_runs, write_csv)
+from tasks.sweep.search import SweepSearch
+from tasks.sweep.space import corners
+from tasks.sweep.study import StudyRef, masked_url, open_study, study_storage
+from tasks.sweep.trials import SweepTrial
 from tasks.tracking import tags
 from tasks.tracking.config import TrackingConfig
-from tasks.tracking.logger import RunLogger, write_json
+from tasks.tracking.logger import RunLogger, absolute_uri, write_json
 
 
 def _trial_pipeline(spec: PipelineSpec, trial: Any) -> ResolvedPipeline:
@@ -29,26 +36,21 @@ def _trial_pipeline(spec: PipelineSpec, trial: Any) -> ResolvedPipeline:
 
 def run_sweep(pipeline: ResolvedPipeline, logger: RunLogger, base_dir: Path) -> RunSummary:
     """Run the sweep into `logger`'s (the parent) MLflow run; returns run id, shipped model URI and test metrics."""
-    from flows.nested import NestedJob, train_all
+    from flows.nested import train_feed
 
     log = get_run_logger()
-    spec, trials = pipeline.spec, pipeline.trials
+    spec = pipeline.spec
     sweep = spec.sweep
     mode = sweep.resolved_mode
-    logger.set_tags({tags.SWEEP_METRIC: sweep.metric, tags.SWEEP_MODE: mode,
-                     tags.SWEEP_SEARCH: "random" if sweep.is_random else "grid",
-                     tags.SWEEP_TRIALS: str(len(trials)), tags.SWEEP_RUNNER: spec.runner.type})
     experiment_id = logger.client.get_run(logger.run_id).info.experiment_id
-    done = _finished_before(trials, logger, experiment_id)
-    if done:
-        log.info("sweep: resumed: %d of %d trials finished before (%s), not run again", len(done), len(trials),
-                 ", ".join(f"trial-{i}" for i in sorted(done)))
-    todo = [t for t in trials if t.index not in done]
-    jobs = [NestedJob(t.name, _trial_pipeline(spec, t), dict(t.values),
-                      {tags.SWEEP_TRIAL: str(t.index), tags.SWEEP_VALUES: json.dumps(t.values)}) for t in todo]
-    outcomes = dict(zip((t.index for t in todo), train_all(jobs, spec.runner, sweep.max_concurrent, base_dir,
-                                                           logger.run_id, f"{spec.name}-trials")))
-    errors = {i: o.error for i, o in outcomes.items() if not o.ok}
+    search = _open_search(pipeline, logger, base_dir, experiment_id)
+    if search.done:
+        log.info("sweep: resumed: %d trials finished or pruned before (%s), not run again", len(search.done),
+                 ", ".join(f"trial-{i}" for i in sorted(search.done)))
+    train_feed(search, search.total, {pipeline.modality}, spec.runner, sweep.max_concurrent, base_dir,
+               logger.run_id, f"{spec.name}-trials")
+    trials = [search.trials[i] for i in sorted(search.trials)]
+    errors = dict(search.failed)
     results = collect(logger.client, logger.run_id, experiment_id, trials, errors, sweep.metric)
     for result in results:
         if result.run_id is None:  # failed before its run was opened (a lost worker): record it all the same
@@ -58,17 +60,18 @@ def run_sweep(pipeline: ResolvedPipeline, logger: RunLogger, base_dir: Path) -> 
             logger.client.set_terminated(result.run_id, "FAILED")
             result.status = "FAILED"
     order = ranked(results, mode)
-    table = _log_table(results, order, sweep.metric, mode, logger)
+    table = _log_table(results, order, sweep.metric, mode, logger, search.study)
+    pruned = sum(r.status == PRUNED for r in results)
     if not order:
         first = next((r for r in results if r.error), None)
         raise RuntimeError(f"no trial of the sweep finished with metric {sweep.metric} ({len(errors)} of "
-                           f"{len(results)} failed" + (f"; {first.name}: {first.error}" if first else "") + ")")
+                           f"{len(results)} failed, {pruned} pruned" + (f"; {first.name}: {first.error}" if first else "") + ")")
     best = order[0]
     log.info("sweep: best trial %s (%s=%.4f): %s", best.name, sweep.metric, best.metric,
              ", ".join(f"{k}={v}" for k, v in best.values.items()))
     _log_best_params(best, logger)
     logger.log_metrics({f"best_{sweep.metric}": best.metric, "trials_finished": float(len(order)),
-                        "trials_failed": float(len(results) - len(order))})
+                        "trials_pruned": float(pruned), "trials_failed": float(len(results) - len(order) - pruned)})
     logger.set_tags({tags.SWEEP_BEST_TRIAL: best.name, tags.SWEEP_BEST_RUN_ID: best.run_id})
     if sweep.fuse_top and len(order) < 2:
         log.warning("sweep: fuse_top needs 2 finished trials, %d finished: shipping the best trial", len(order))
@@ -90,7 +93,61 @@ def run_sweep(pipeline: ResolvedPipeline, logger: RunLogger, base_dir: Path) -> 
     logger.log_metrics(best.test_metrics)
     return RunSummary(logger.run_id, f"runs:/{logger.run_id}/model", best.test_metrics, _task_of(best),
                       sweep=SweepSummary(best.index, best.run_id, best.values, finished=len(order),
-                                         failed=len(results) - len(order)))
+                                         failed=len(results) - len(order) - pruned, pruned=pruned))
+
+
+def _open_search(pipeline: ResolvedPipeline, logger: RunLogger, base_dir: Path, experiment_id: str) -> SweepSearch:
+    """The sweep's study (new, or the one a `--resume` reopens with its parent run) and the search over it."""
+    from flows.nested import NestedJob
+
+    spec = pipeline.spec
+    sweep = spec.sweep
+    sampler = sweep.resolved_sampler
+    ref = StudyRef(study_storage(sweep.storage, absolute_uri(logger.tracking_uri), base_dir),
+                   f"fuseflow-{spec.name}-{logger.run_id}")
+    epochs = _trial_epochs(spec)
+    study = open_study(ref, sweep, epochs, spec.seed)
+    logger.set_tags({tags.SWEEP_METRIC: sweep.metric, tags.SWEEP_MODE: sweep.resolved_mode,
+                     tags.SWEEP_SEARCH: sampler.name, tags.SWEEP_PRUNER: sweep.pruner.name,
+                     tags.SWEEP_TRIALS: str(sweep.trial_count), tags.SWEEP_RUNNER: spec.runner.type,
+                     tags.SWEEP_STUDY: ref.name, tags.SWEEP_STORAGE: masked_url(ref.storage)})
+    planned = (pipeline.trials if sampler.planned else  # a model-based sampler opens with planned random draws
+               [SweepTrial(i, v) for i, v in enumerate(sweep.assignments(spec.seed, min(sampler.startup_trials,
+                                                                                        sweep.trial_count)))])
+
+    def make_job(trial: SweepTrial, reporter: Any) -> NestedJob:
+        return NestedJob(trial.name, _trial_pipeline(spec, trial), dict(trial.values),
+                         {tags.SWEEP_TRIAL: str(trial.index), tags.SWEEP_VALUES: json.dumps(trial.values)}, reporter)
+
+    def judge(outcome: Any) -> tuple[str, Optional[float]]:
+        if outcome.pruned is not None:
+            return "pruned", None
+        if not outcome.ok:
+            return "fail", None
+        run = logger.client.get_run(outcome.summary.run_id)
+        return "complete", metric_of_run(logger.client, run, sweep.metric)
+
+    return SweepSearch(study, ref, sweep, epochs, planned, pipeline.resolve_trial, make_job, judge,
+                       _recorded_trials(logger, experiment_id, sweep.metric))
+
+
+def _trial_epochs(spec: PipelineSpec) -> int:
+    """The most epochs a trial trains (a pruner's largest resource): `train.epochs`, or the largest swept value."""
+    swept = spec.sweep.parameters.get("train.epochs")
+    return max(corners(swept)) if swept is not None else spec.train.epochs
+
+
+def _recorded_trials(logger: RunLogger, experiment_id: str, metric: str) -> dict[int, tuple[str, Optional[float]]]:
+    """Trials this parent's MLflow runs hold as done (a resumed sweep): index -> (values JSON, metric; None when
+    pruned). A study trial counts as done only when its run says so too."""
+    recorded = {}
+    for index, run in trial_runs(logger.client, logger.run_id, experiment_id).items():
+        values = run.data.tags.get(tags.SWEEP_VALUES, "")
+        if run.info.status == "FINISHED":
+            recorded[index] = (values, metric_of_run(logger.client, run, metric))
+        elif run.data.tags.get(tags.SWEEP_TRIAL_STATE) == "pruned":
+            recorded[index] = (values, None)
+    return recorded
 
 
 def _log_best_params(best: TrialResult, logger: RunLogger) -> None:
@@ -104,14 +161,6 @@ def _log_best_params(best: TrialResult, logger: RunLogger) -> None:
                                  "keep the old values, tag %s names the new best", ", ".join(changed),
                                  tags.SWEEP_BEST_TRIAL)
     logger.log_params({k: v for k, v in params.items() if k not in logged})
-
-
-def _finished_before(trials: list[Any], logger: RunLogger, experiment_id: str) -> set[int]:
-    """Trials with a FINISHED run under this parent already (a `--resume` of an interrupted sweep), with the same
-    values: they are not run again."""
-    runs = trial_runs(logger.client, logger.run_id, experiment_id)
-    return {t.index for t in trials if t.index in runs and runs[t.index].info.status == "FINISHED"
-            and runs[t.index].data.tags.get(tags.SWEEP_VALUES) == json.dumps(t.values)}
 
 
 def _task_of(result: TrialResult) -> str:
@@ -135,20 +184,32 @@ def _record_lost_trial(spec: PipelineSpec, result: TrialResult, experiment_id: s
 
 
 def _log_table(results: list[TrialResult], order: list[TrialResult], metric: str, mode: str,
-               logger: RunLogger) -> str:
-    """trials.csv, sweep_report.json, the parallel-coordinates PNG, and the table as the run's description."""
+               logger: RunLogger, study: Any) -> str:
+    """trials.csv, the trials table (an MLflow table and a Prefect table artifact), sweep_report.json, the study's
+    plots, and the table as the run's description."""
     rows = table_rows(results, metric, order)
     table = markdown(rows, metric, mode)
     logger.set_tags({tags.NOTE: table})
+    logger.log_table(rows, "sweep/trials.json")
+    _table_artifact(rows, logger)
     with tempfile.TemporaryDirectory(prefix="fuseflow-sweep-") as tmp:
         folder = Path(tmp) / "sweep"
         folder.mkdir()
         write_csv(rows, folder / "trials.csv")
         (folder / "trials.md").write_text(table, encoding="utf-8")
         write_json(folder / "sweep_report.json", report_json(results, order, metric, mode))
-        plot_parallel(results, order, metric, mode, folder / "sweep_trials.png")
+        plot_study(study, metric, folder)
         logger.log_artifacts(folder, "sweep")
     return table
+
+
+def _table_artifact(rows: list[dict[str, Any]], logger: RunLogger) -> None:
+    """The trials table on the Prefect flow run (its Artifacts tab), best first."""
+    from prefect.artifacts import create_table_artifact
+
+    ordered = sorted(rows, key=lambda r: (r["rank"] is None, r["rank"] or 0, r["trial"]))
+    cells = [{k: ("" if v is None else v) for k, v in row.items()} for row in ordered]
+    create_table_artifact(cells, key="sweep-trials", description=f"Sweep trials of MLflow run {logger.run_id}")
 
 
 def _fuse_top(spec: PipelineSpec, top: list[TrialResult], logger: RunLogger, base_dir: Path) -> RunSummary:

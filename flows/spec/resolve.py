@@ -7,7 +7,7 @@ problems of a file are reported in one pass.
 from __future__ import annotations
 
 import json
-from typing import Sequence
+from typing import Any, Sequence
 
 from pydantic import ValidationError
 
@@ -50,7 +50,7 @@ def resolve(project: ProjectFile, name: str, overrides: Sequence[Override] = ())
         return [located_issue(project, name, path, message, origins) for path, message in found]
 
     issues += located(spec.preflight(project.base_dir))
-    fusion, trials = None, []
+    fusion, trials, resolve_trial = None, [], None
     if spec.fusion is not None and not issues:  # members: other pipelines (their `set:` as --set) or model URIs
         from tasks.fusion.checks import check_fusion
 
@@ -61,12 +61,15 @@ def resolve(project: ProjectFile, name: str, overrides: Sequence[Override] = ())
         from tasks.sweep.trials import resolve_trials
 
         base = list(overrides) + [Override("sweep", None, "sweep=null")] + _pinned_split(spec)
-        found, trials = resolve_trials(spec, lambda values: resolve(project, name, base + [
-            Override(k, v, f"{k}={json.dumps(v)}") for k, v in values.items()]).spec)
+
+        def resolve_trial(values: dict[str, Any]) -> PipelineSpec:
+            return resolve(project, name, base + [Override(k, v, f"{k}={json.dumps(v)}") for k, v in values.items()]).spec
+
+        found, trials = resolve_trials(spec, resolve_trial)
         issues += located(found)
     if issues:
         raise ConfigError(issues)
-    return ResolvedPipeline(spec, fusion, trials)
+    return ResolvedPipeline(spec, fusion, trials, resolve_trial)
 
 
 def _pinned_split(spec: PipelineSpec) -> list[Override]:

@@ -4,7 +4,7 @@ the spec's configs."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from tasks.pipeline.spec import PipelineSpec
 
@@ -17,6 +17,9 @@ class ResolvedPipeline:
     spec: PipelineSpec
     fusion: Optional[Any] = None
     trials: list[Any] = field(default_factory=list)
+    #: a sweep's trial values (dotted key -> value) -> that trial's validated spec, for trials a sampler asks for
+    #: while the sweep runs
+    resolve_trial: Optional[Callable[[dict[str, Any]], Any]] = field(default=None, compare=False, repr=False)
 
     @property
     def name(self) -> str:

@@ -24,6 +24,7 @@ class SweepSummary:
     best_values: dict[str, Any]
     finished: int = 0
     failed: int = 0
+    pruned: int = 0
     fused_trials: list[int] = field(default_factory=list)
 
 

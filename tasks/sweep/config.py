@@ -1,17 +1,22 @@
-"""The `sweep:` section: parameters (a list = grid values, or a distribution for random search), the metric that
-ranks trials, concurrency, and `fuse_top` (fuse the K best trials with a fusion method)."""
+"""The `sweep:` section: parameters (a list = grid values or choices, or a distribution), the sampler that picks each
+trial's values and the pruner that stops hopeless trials (Optuna's), the metric that ranks trials, the budget and
+concurrency, the study's storage, and `fuse_top` (fuse the K best trials with a fusion method)."""
 from __future__ import annotations
 
 import itertools
 import math
 import re
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Any, Literal, Optional
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from tasks.errors import did_you_mean
-from tasks.evaluate.names import direction, epoch_metric_names, metric_names
-from tasks.registry import FUSION_METHODS, StrictModel
+from tasks.evaluate.names import direction, epoch_metric_names
+from tasks.registry import FUSION_METHODS, PRUNERS, SAMPLERS, StrictModel
+from tasks.sweep.space import Choice, Parameter
+
+#: the most trials one sweep may have (a grid's combinations are counted, never listed, to check it)
+MAX_TRIALS = 10_000
 
 #: keys a trial may not change: what the pipeline is, and the sweep itself
 FORBIDDEN_PREFIXES = ("name", "sweep", "runner", "tracking", "schedule", "fusion")
@@ -19,87 +24,25 @@ _DOTTED = re.compile(r"^[A-Za-z_][\w-]*(\.([A-Za-z_][\w-]*|\d+))*$")
 _METRIC = re.compile(r"^(train|val|test)_(\w+)$")
 
 
-class Uniform(StrictModel):
-    """`{distribution: uniform, low: A, high: B}`: a float drawn uniformly in [A, B)."""
-
-    distribution: Literal["uniform"]
-    low: float
-    high: float
-
-    @model_validator(mode="after")
-    def _ordered(self) -> "Uniform":
-        if not self.low < self.high:
-            raise ValueError(f"`low` ({self.low}) must be below `high` ({self.high})")
-        return self
-
-    def sample(self, rng: Any) -> float:
-        return float(rng.uniform(self.low, self.high))
-
-
-class LogUniform(Uniform):
-    """`{distribution: loguniform, low: A, high: B}` (A > 0): log-uniform, for learning rates and weight decays."""
-
-    distribution: Literal["loguniform"]  # type: ignore[assignment]
-
-    @model_validator(mode="after")
-    def _positive(self) -> "LogUniform":
-        if self.low <= 0:
-            raise ValueError(f"a loguniform needs `low` > 0 (got {self.low}); use `uniform` for ranges that include 0")
-        return self
-
-    def sample(self, rng: Any) -> float:
-        return float(math.exp(rng.uniform(math.log(self.low), math.log(self.high))))
-
-
-class Choice(StrictModel):
-    """`{distribution: choice, values: [...]}`: one of the values, each equally likely."""
-
-    distribution: Literal["choice"]
-    values: list[Any] = Field(min_length=1)
-
-    def sample(self, rng: Any) -> Any:
-        return self.values[int(rng.integers(len(self.values)))]
-
-
-DISTRIBUTIONS = {"uniform": Uniform, "loguniform": LogUniform, "choice": Choice}
-
-
-def _normalize_parameter(value: Any) -> Any:
-    """A list stays a grid; a mapping must name its distribution; anything else is an error that shows both forms."""
-    if isinstance(value, list):
-        if not value:
-            raise ValueError("a grid parameter needs at least one value")
-        return value
-    if isinstance(value, dict):
-        kind = value.get("distribution")
-        if kind is None:
-            raise ValueError("a distribution needs `distribution: uniform|loguniform|choice` (e.g. "
-                             "{distribution: loguniform, low: 1.0e-4, high: 1.0e-2})")
-        if kind not in DISTRIBUTIONS:
-            raise ValueError(f"unknown distribution '{kind}'{did_you_mean(str(kind), list(DISTRIBUTIONS))} "
-                             f"(known: {', '.join(DISTRIBUTIONS)})")
-        return DISTRIBUTIONS[kind].model_validate(value)
-    raise ValueError("expected a list of values (grid search) or a distribution such as "
-                     "{distribution: uniform, low: 0.0, high: 0.5} (random search)")
-
-
-Parameter = Annotated[Union[list[Any], Uniform, LogUniform, Choice], BeforeValidator(_normalize_parameter)]
-
-
-def _known_metric_names() -> list[str]:
-    return epoch_metric_names() + [f"test_{m}" for m in sorted(metric_names())]
-
-
 class SweepConfig(StrictModel):
     """Run the pipeline once per trial (nested MLflow runs), rank the trials by `metric`, keep the best."""
 
     parameters: dict[str, Parameter] = Field(min_length=1, description="dotted key -> grid values or distribution")
-    trials: Optional[int] = Field(None, ge=1, le=10_000, description="random search: how many trials to draw")
-    metric: str = Field(description="the trial metric that ranks trials, e.g. val_accuracy or val_loss")
+    sampler: Optional[SAMPLERS.field_type()] = Field(
+        None, description="grid | random | tpe | cmaes | gp (default: grid when every parameter is a list, else tpe)")
+    pruner: PRUNERS.field_type() = Field(default_factory=lambda: PRUNERS.get("none")(name="none"),
+                                         description="none | median | hyperband | successive_halving")
+    trials: Optional[int] = Field(None, ge=1, le=MAX_TRIALS, strict=True,
+                                  description="how many trials to run (every sampler but grid)")
+    timeout: Optional[float] = Field(None, gt=0, strict=True, description="seconds after which no new trial starts")
+    storage: Optional[str] = Field(None, description="the Optuna study's database URL (default: sqlite in .fuseflow/)")
+    metric: str = Field(description="the per-epoch metric that ranks trials and feeds the pruner, e.g. val_loss")
     mode: Optional[Literal["max", "min"]] = Field(None, description="default: min for losses and errors, else max")
-    max_concurrent: Optional[int] = Field(None, ge=1, description="trials in flight at once (default: runner workers)")
-    seed: Optional[int] = Field(None, description="seed of the random search (default: the pipeline's seed)")
-    fuse_top: Optional[int] = Field(None, ge=2, description="fuse the K best trials (a fusion method, `fuse_method`)")
+    max_concurrent: Optional[int] = Field(None, ge=1, strict=True,
+                                          description="trials in flight at once (default: runner workers)")
+    seed: Optional[int] = Field(None, strict=True, description="seed of the sampler (default: the pipeline's seed)")
+    fuse_top: Optional[int] = Field(None, ge=2, strict=True,
+                                    description="fuse the K best trials (a fusion method, `fuse_method`)")
     fuse_method: FUSION_METHODS.field_type() = Field(
         default_factory=lambda: FUSION_METHODS.get("weighted")(method="weighted"))
 
@@ -118,24 +61,52 @@ class SweepConfig(StrictModel):
     @field_validator("metric")
     @classmethod
     def _metric(cls, value: str) -> str:
-        known = _known_metric_names()
+        known = epoch_metric_names()
+        if value.startswith("test_"):
+            raise ValueError(f"a sweep cannot rank trials by a test metric ('{value}'): choosing on the test set "
+                             "makes its score an optimistic estimate of the chosen model; rank by "
+                             f"'val_{value[5:]}' (the validation split) instead")
         if value not in known:
-            raise ValueError(f"unknown trial metric '{value}': name a metric every trial logs: an epoch metric "
-                             f"({', '.join(epoch_metric_names())}) or a test metric (test_accuracy, test_f1_macro, test_r2, "
-                             f"...){did_you_mean(value, known)}")
+            raise ValueError(f"unknown trial metric '{value}': name a metric every trial logs per epoch "
+                             f"({', '.join(known)}){did_you_mean(value, known)}")
         return value
 
     @model_validator(mode="after")
     def _search(self) -> "SweepConfig":
-        random_search = self.is_random
-        if random_search and self.trials is None:
-            raise ValueError("a random search (a parameter with a `distribution`) needs `trials: N`")
-        if not random_search and self.trials is not None:
-            raise ValueError(f"`trials` sets the size of a random search; a grid runs every combination "
-                             f"({self.grid_size} here): remove `trials`, or give a parameter a distribution")
+        sampler = self.resolved_sampler
+        distributions = [k for k, v in self.parameters.items() if not isinstance(v, list)]
+        if sampler.name == "grid":
+            if distributions:
+                raise ValueError(f"a grid runs every combination of lists, but {', '.join(distributions)} "
+                                 "has a distribution: give it a list of values, or set `sampler: tpe` (or random)")
+            if self.trials is not None:
+                raise ValueError(f"`trials` sets the budget of a search; a grid runs every combination "
+                                 f"({self.grid_size} here): remove `trials`, or set `sampler: tpe` (or random)")
+            if self.grid_size > MAX_TRIALS:
+                raise ValueError(f"the grid has {self.grid_size} combinations, more than the limit of {MAX_TRIALS} "
+                                 "trials: shorten the lists, or search with `sampler: tpe` and `trials: N`")
+            if self.pruner.prunes:
+                raise ValueError(f"a grid compares every combination to its last epoch; `pruner: {self.pruner.name}` "
+                                 "would leave holes in it: search with `sampler: tpe` (or random) to prune, or "
+                                 "remove `pruner`")
+        elif self.trials is None:
+            raise ValueError(f"a {sampler.name} search needs its budget, `trials: N`")
+        if sampler.numeric_only:
+            categories = [k for k, v in self.parameters.items() if isinstance(v, (list, Choice))]
+            if categories:
+                raise ValueError(f"`sampler: {sampler.name}` models numeric ranges only, but {', '.join(categories)} "
+                                 "is a list of choices: use `sampler: tpe`, or an `int`/`uniform` distribution")
         if self.fuse_top is not None and self.fuse_top > self.trial_count:
             raise ValueError(f"fuse_top ({self.fuse_top}) is more than the sweep's {self.trial_count} trials")
         return self
+
+    @property
+    def resolved_sampler(self) -> Any:
+        """The sampler config: as set, else grid when every parameter is a list, else tpe."""
+        if self.sampler is not None:
+            return self.sampler
+        name = "tpe" if self.is_random else "grid"
+        return SAMPLERS.get(name)(name=name)
 
     @property
     def is_random(self) -> bool:
@@ -147,7 +118,7 @@ class SweepConfig(StrictModel):
 
     @property
     def trial_count(self) -> int:
-        return self.trials if self.is_random else self.grid_size
+        return self.grid_size if self.resolved_sampler.name == "grid" else (self.trials or 0)
 
     @property
     def resolved_mode(self) -> str:
@@ -155,17 +126,21 @@ class SweepConfig(StrictModel):
             return self.mode
         return direction(self.metric)
 
-    def assignments(self, seed: int) -> list[dict[str, Any]]:
-        """Every trial's values, in order: the grid's combinations (first key varies slowest), or `trials` draws
-        (lists act as choices) from a generator seeded with `seed` (`sweep.seed` wins) — reproducible."""
+    def sampler_seed(self, seed: int) -> int:
+        return self.seed if self.seed is not None else seed
+
+    def assignments(self, seed: int, count: Optional[int] = None) -> list[dict[str, Any]]:
+        """The planned trials' values, in order: a grid's combinations (first key varies slowest), or `count`
+        (default `trials`) random draws (lists act as choices) from a generator seeded with `seed` (`sweep.seed`
+        wins): reproducible, and the same trials as the hand-written search before Optuna."""
         keys = list(self.parameters)
-        if not self.is_random:
+        if self.resolved_sampler.name == "grid":
             return [dict(zip(keys, combo)) for combo in itertools.product(*(self.parameters[k] for k in keys))]
         import numpy as np
 
-        rng = np.random.default_rng(self.seed if self.seed is not None else seed)
+        rng = np.random.default_rng(self.sampler_seed(seed))
         draws = []
-        for _ in range(self.trials or 0):
+        for _ in range(self.trials or 0 if count is None else count):
             draws.append({k: (v[int(rng.integers(len(v)))] if isinstance(v, list) else v.sample(rng))
                           for k, v in self.parameters.items()})
         return draws

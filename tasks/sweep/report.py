@@ -1,5 +1,5 @@
-"""A sweep's outcome: each trial's status and metric read back from MLflow, the ranking, the trials table (CSV and
-markdown) and a parallel-coordinates plot of parameters against the metric."""
+"""A sweep's outcome: each trial's status (finished, pruned, failed) and metric read back from MLflow, the ranking,
+and the trials table (CSV and markdown). The study's plots are in `tasks.sweep.plots`."""
 from __future__ import annotations
 
 import json
@@ -8,8 +8,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from tasks.plots import pyplot, save_figure
 from tasks.tracking import tags
+
+#: the status of a trial its pruner stopped (its MLflow run is KILLED and tagged pruned)
+PRUNED = "PRUNED"
 
 
 @dataclass
@@ -23,6 +25,7 @@ class TrialResult:
     metric: Optional[float] = None
     test_metrics: dict[str, float] = field(default_factory=dict)
     error: Optional[str] = None
+    pruned_after_epoch: Optional[int] = None
 
     @property
     def name(self) -> str:
@@ -70,7 +73,11 @@ def collect(client: Any, parent_run_id: str, experiment_id: str, trials: list[An
         if run is not None:
             result.run_id, result.status = run.info.run_id, run.info.status
             result.error = result.error or run.data.tags.get(tags.ERROR)
-            if run.info.status == "FINISHED":
+            if run.data.tags.get(tags.SWEEP_TRIAL_STATE) == "pruned":
+                result.status, result.error = PRUNED, None
+                result.pruned_after_epoch = int(run.data.tags.get(tags.SWEEP_PRUNED_EPOCH, 0)) or None
+                result.metric = metric_of_run(client, run, metric)  # its last value: shown, never ranked
+            elif run.info.status == "FINISHED":
                 result.metric = metric_of_run(client, run, metric)
                 result.test_metrics = {k: v for k, v in run.data.metrics.items() if k.startswith("test_")}
         results.append(result)
@@ -90,6 +97,7 @@ def table_rows(results: list[TrialResult], metric: str, order: list[TrialResult]
     for r in results:
         rows.append({"trial": r.index, "rank": rank.get(r.index), "status": r.status,
                      **{k: _cell(v) for k, v in r.values.items()}, metric: r.metric,
+                     "pruned_after_epoch": r.pruned_after_epoch,
                      **{k: v for k, v in sorted(r.test_metrics.items())}, "run_id": r.run_id,
                      "error": (r.error or "")[:200]})
     return rows
@@ -115,52 +123,6 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
-def plot_parallel(results: list[TrialResult], order: list[TrialResult], metric: str, mode: str, path: Path) -> Path:
-    """Parallel coordinates: one axis per parameter plus the metric, one line per finished trial coloured by the
-    metric (the best trial drawn thick); categorical values (lists, strings) get one tick each."""
-    plt = pyplot()
-    import matplotlib
-    from matplotlib import cm, colors
-
-    done = sorted(order, key=lambda r: r.index)  # the ranked trials: finished, with a number for the metric
-    keys = list(results[0].values) if results else []
-    axes_names = keys + [metric]
-    fig, ax = plt.subplots(figsize=(max(6.0, 2.2 * len(axes_names)), 4.5))
-    if not done:
-        ax.text(0.5, 0.5, "no trial finished", ha="center", va="center")
-        ax.set_axis_off()
-    else:
-        columns, ticks = [], []
-        for key in axes_names:
-            raw = [r.metric if key == metric else r.values[key] for r in done]
-            scaled, labels = _scale(raw)
-            columns.append(scaled)
-            ticks.append(labels)
-        values = [r.metric for r in done]
-        norm = colors.Normalize(min(values), max(values) if max(values) > min(values) else min(values) + 1e-9)
-        cmap = matplotlib.colormaps["viridis"]
-        best = done.index(order[0])
-        xs = list(range(len(axes_names)))
-        for i, r in enumerate(done):
-            ys = [col[i] for col in columns]
-            ax.plot(xs, ys, color=cmap(norm(values[i])), linewidth=3.0 if i == best else 1.2, alpha=0.9 if i == best else 0.7,
-                    marker="o")
-        for x, labels in zip(xs, ticks):
-            ax.axvline(x, color="#444", linewidth=0.8)
-            for y, text in labels:
-                ax.text(x + 0.03, y, text, fontsize=7, va="center")
-        ax.set_xticks(xs)
-        ax.set_xticklabels(axes_names, fontsize=8)
-        ax.set_yticks([])
-        ax.set_ylim(-0.08, 1.08)
-        fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=metric)
-    failed = len(results) - len(done)
-    best_name = f", best {order[0].name} (thick)" if order else ""
-    ax.set_title(f"sweep: {len(done)} trials by {metric} ({mode}){best_name}"
-                 + (f", {failed} not drawn (failed or no {metric})" if failed else ""), fontsize=9)
-    return save_figure(fig, path)
-
-
 def report_json(results: list[TrialResult], order: list[TrialResult], metric: str, mode: str) -> dict[str, Any]:
     return {"metric": metric, "mode": mode, "best_trial": order[0].index if order else None,
             "ranking": [r.index for r in order], "trials": [asdict(r) for r in results]}
@@ -176,21 +138,3 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value).replace("|", "\\|")
-
-
-def _scale(raw: list[Any]) -> tuple[list[float], list[tuple[float, str]]]:
-    """Values -> positions in [0, 1] and tick labels: numbers linearly (log when they span > 2 decades),
-    anything else as evenly spaced categories."""
-    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw):
-        nums = [float(v) for v in raw]
-        log = min(nums) > 0 and max(nums) / min(nums) > 100
-        tx = [math.log10(v) for v in nums] if log else nums
-        lo, hi = min(tx), max(tx)
-        span = hi - lo or 1.0
-        ys = [(t - lo) / span if hi > lo else 0.5 for t in tx]
-        labels = [(0.0 if hi > lo else 0.5, f"{min(nums):.3g}")] + ([(1.0, f"{max(nums):.3g}")] if hi > lo else [])
-        return ys, labels
-    cats = list(dict.fromkeys(json.dumps(v) if not isinstance(v, str) else v for v in raw))
-    pos = {c: (i / (len(cats) - 1) if len(cats) > 1 else 0.5) for i, c in enumerate(cats)}
-    keys = [json.dumps(v) if not isinstance(v, str) else v for v in raw]
-    return [pos[k] for k in keys], [(pos[c], c) for c in cats]

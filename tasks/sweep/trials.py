@@ -1,5 +1,7 @@
-"""A sweep's trials: each one's parameter values and validated pipeline spec, resolved before anything runs so a
-value that breaks the pipeline (a negative learning rate in the grid) is a config error, not a failed trial."""
+"""A sweep's trials: each one's parameter values and validated pipeline spec. Planned trials (grid, random) are all
+resolved before anything runs, so a value that breaks the pipeline (a negative learning rate in the grid) is a config
+error, not a failed trial; for a model-based sampler the ends of every range and every choice are resolved up front,
+and each trial Optuna asks for is resolved when it is asked."""
 from __future__ import annotations
 
 import json
@@ -7,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from tasks.errors import ConfigError, format_path
+from tasks.sweep.space import corners
 
 Issue = tuple[tuple, str]
 ResolveTrial = Callable[[dict[str, Any]], Any]  # trial overrides (dotted key -> value) -> its PipelineSpec (no sweep)
@@ -29,10 +32,13 @@ class SweepTrial:
 
 
 def resolve_trials(spec: Any, resolve_trial: ResolveTrial) -> tuple[list[Issue], list[SweepTrial]]:
-    """Resolve every trial of `spec.sweep`: the problems (one per distinct cause) and the trials that resolved."""
+    """Resolve the trials of `spec.sweep` that can be known now: the problems (one per distinct cause) and the
+    planned trials (every one for grid and random; the ranges' ends, checked and not kept, for the others)."""
     sweep = spec.sweep
+    planned = sweep.resolved_sampler.planned
+    candidates = sweep.assignments(spec.seed) if planned else _corner_values(sweep)
     trials, issues, seen = [], [], set()
-    for index, values in enumerate(sweep.assignments(spec.seed)):
+    for index, values in enumerate(candidates):
         trial = SweepTrial(index, values)
         try:
             trial.spec = resolve_trial(values)
@@ -42,17 +48,30 @@ def resolve_trials(spec: Any, resolve_trial: ResolveTrial) -> tuple[list[Issue],
                 cause = f"{where}: {issue.message}" if where else issue.message
                 if cause not in seen:
                     seen.add(cause)
-                    issues.append((("sweep", "parameters"), f"{trial.name} ({trial.describe()}) is not a valid "
+                    label = trial.name if planned else "the values"
+                    issues.append((("sweep", "parameters"), f"{label} ({trial.describe()}) is not a valid "
                                                              f"pipeline: {cause}"))
             continue
         trials.append(trial)
     if trials and not issues:
         issues += _check_against(sweep, trials[0].spec)
-    return issues, trials
+    return issues, trials if planned else []
+
+
+def _corner_values(sweep: Any) -> list[dict[str, Any]]:
+    """One assignment per end of each range and per choice, the other parameters at their first value: together
+    they meet every bound a sampled trial could cross."""
+    keys = list(sweep.parameters)
+    base = {k: corners(sweep.parameters[k])[0] for k in keys}
+    found = [dict(base)]
+    for key in keys:
+        for value in corners(sweep.parameters[key])[1:]:
+            found.append({**base, key: value})
+    return found
 
 
 def _check_against(sweep: Any, trial_spec: Any) -> list[Issue]:
-    """What only the trial's pipeline can tell: is the metric logged, can the best trials be fused."""
+    """What only the trial's pipeline can tell: is the metric logged, can trials be pruned, can the best be fused."""
     from tasks.evaluate.names import metric_names
 
     issues: list[Issue] = []
@@ -62,10 +81,10 @@ def _check_against(sweep: Any, trial_spec: Any) -> list[Issue]:
                   "regression": metric_names("classification")}.get(task, ())
     if name in wrong_task:
         issues.append((("sweep", "metric"), f"'{sweep.metric}' is not logged by a {task} pipeline"))
-    chosen = trial_spec.evaluate.metrics
-    if sweep.metric.startswith("test_") and chosen is not None and name not in chosen:
-        issues.append((("sweep", "metric"), f"'{sweep.metric}' is not among evaluate.metrics ({', '.join(chosen)}): "
-                                            f"add '{name}' there or rank by another metric"))
+    if sweep.pruner.prunes and getattr(trial_spec.train, "distributed", None) is not None:
+        issues.append((("sweep", "pruner"), "a trial trained with train.distributed reports its epochs from other "
+                                            "processes, so it cannot be pruned: set `pruner: none` or drop "
+                                            "train.distributed"))
     if sweep.fuse_top:
         if task == "regression":
             issues.append((("sweep", "fuse_top"), "fusion combines classifiers: a regression sweep cannot fuse_top"))

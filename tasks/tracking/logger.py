@@ -133,6 +133,12 @@ class RunLogger:
     def log_dict(self, data: Any, artifact_file: str) -> None:
         self.client.log_dict(self.run_id, data, artifact_file)
 
+    def log_table(self, rows: list[Mapping[str, Any]], artifact_file: str) -> None:
+        """Rows as an MLflow table (the run's Artifacts tab shows it; `mlflow.load_table` reads it back)."""
+        import pandas as pd
+
+        self.client.log_table(self.run_id, pd.DataFrame(list(rows)), artifact_file)
+
     def log_dataset(self, dataset: Any, context: str) -> None:
         """Record an `mlflow.data` dataset as an input of the run (name, digest, source, schema)."""
         from mlflow.entities import DatasetInput, InputTag

@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 from urllib.request import url2pathname
 
 from tasks.paths import CHECKPOINT_DIR
+from tasks.train.observers import notify
 
 FOLDER = "checkpoints"
 _NAME = re.compile(r"epoch-(\d+)\.pt$")
@@ -55,6 +56,7 @@ def epoch_hooks(logger: Any, checkpoint: Any = None,
             logger.log_metrics(metrics, step=epoch)
         if checkpoint:
             checkpoint(epoch, state)
+        notify(epoch, metrics)  # a sweep's pruner may stop the trial here, its epochs logged and checkpointed
 
     return on_epoch_end, resume
 

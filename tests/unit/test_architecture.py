@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("tasks", "flows")
 MAX_LINES = 400
-HEAVY = ("torch", "transformers", "mlflow", "datasets", "sklearn", "pandas", "matplotlib", "prefect", "accelerate")
+HEAVY = ("torch", "transformers", "mlflow", "datasets", "sklearn", "pandas", "matplotlib", "prefect", "accelerate", "optuna")
 #: where `import prefect` may stand: the task wrappers, the cache policy and its locks, and the orchestration side
 PREFECT_ALLOWED = ("tasks/steps/", "tasks/cache/", "flows/")
 

@@ -1,0 +1,1 @@
+"""Sweep samplers (`sweep.sampler`): one file each, registered in `tasks.registry.SAMPLERS`."""
