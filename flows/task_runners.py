@@ -58,6 +58,12 @@ def default_workers() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def runner_workers(config: RunnerConfig) -> int:
+    """How many jobs the runner works on at once: `workers`, else one per core (a sweep keeps that many trials in
+    flight, so its sampler and pruner learn from the finished ones before the next starts)."""
+    return config.workers or default_workers()
+
+
 def thread_workers(config: RunnerConfig, concurrency: int) -> int:
     """Threads of the thread runner: `workers`, at most `concurrency`."""
     return min(config.workers or concurrency, concurrency)

@@ -37,6 +37,7 @@ def _trial_pipeline(spec: PipelineSpec, trial: Any) -> ResolvedPipeline:
 def run_sweep(pipeline: ResolvedPipeline, logger: RunLogger, base_dir: Path) -> RunSummary:
     """Run the sweep into `logger`'s (the parent) MLflow run; returns run id, shipped model URI and test metrics."""
     from flows.nested import train_feed
+    from flows.task_runners import runner_workers
 
     log = get_run_logger()
     spec = pipeline.spec
@@ -47,8 +48,8 @@ def run_sweep(pipeline: ResolvedPipeline, logger: RunLogger, base_dir: Path) -> 
     if search.done:
         log.info("sweep: resumed: %d trials finished or pruned before (%s), not run again", len(search.done),
                  ", ".join(f"trial-{i}" for i in sorted(search.done)))
-    train_feed(search, search.total, {pipeline.modality}, spec.runner, sweep.max_concurrent, base_dir,
-               logger.run_id, f"{spec.name}-trials")
+    train_feed(search, search.total, {pipeline.modality}, spec.runner, sweep.max_concurrent or runner_workers(spec.runner),
+               base_dir, logger.run_id, f"{spec.name}-trials")
     trials = [search.trials[i] for i in sorted(search.trials)]
     errors = dict(search.failed)
     results = collect(logger.client, logger.run_id, experiment_id, trials, errors, sweep.metric)

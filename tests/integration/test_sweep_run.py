@@ -36,6 +36,7 @@ def swept(prefect_harness, tmp_path_factory):
     assert locks.is_dir() and list(locks.glob("*.lock")) == []  # the trials took cache locks and released them
     parent = next(r for r in runs if "fuseflow.sweep.metric" in r.data.tags)
     trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert parent.data.tags["fuseflow.sweep.search"] == "grid" and parent.data.tags["fuseflow.sweep.pruner"] == "none"
     return parent, trials, uri
 
 
@@ -80,8 +81,15 @@ def test_parent_holds_the_trials_table_plot_and_report(swept, tmp_path):
     top = table.sort_values("rank").iloc[0]
     assert top["run_id"] == parent.data.tags["fuseflow.sweep.best_run_id"]
     assert top["val_loss"] == pytest.approx(parent.data.metrics["best_val_loss"])
-    png = open(f"{folder}/sweep_trials.png", "rb").read()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    for plot in ("optimization_history", "parallel_coordinates", "param_importances"):  # Optuna's, of the study
+        png = open(f"{folder}/{plot}.png", "rb").read()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    import os
+
+    assert not os.path.exists(f"{folder}/intermediate_values.png")  # no pruner: trials report no epochs
+    logged = json.load(open(f"{folder}/trials.json"))  # the MLflow table (the UI's table view, mlflow.load_table)
+    logged = pd.DataFrame(logged["data"], columns=logged["columns"])
+    assert sorted(logged["rank"]) == [1, 2, 3, 4] and set(logged["status"]) == {"FINISHED"}
     report = json.load(open(f"{folder}/sweep_report.json"))
     assert report["metric"] == "val_loss" and report["mode"] == "min" and len(report["ranking"]) == 4
     assert "ranked by `val_loss` (min)" in parent.data.tags["mlflow.note.content"]
