@@ -139,3 +139,62 @@ def test_fusion_members_train_on_a_local_dask_cluster(prefect_server, tmp_path):
     # trained in the cluster's worker processes, not in the flow's
     assert parent.data.tags[TAG_PID] not in {r.data.tags[TAG_PID] for r in members}
     assert "test_accuracy" in parent.data.metrics
+
+
+PRUNED = """\
+pipelines:
+  iris-search:
+    seed: 7
+    data: {source: sklearn, name: iris}
+    preprocess: [{standardize: {}}]
+    model: {type: mlp, hidden: [16]}
+    train: {backend: torch, epochs: 6, batch_size: 16, optimizer: {name: adam, lr: 0.02}}
+    sweep:
+      parameters:
+        train.optimizer.lr: {distribution: loguniform, low: 1.0e-6, high: 0.1}
+      sampler: {tpe: {n_startup_trials: 4}}
+      pruner: {median: {startup_trials: 2, warmup_epochs: 1}}
+      trials: 8
+      metric: val_loss
+    runner: {type: dask, workers: 2}
+"""
+
+
+def test_tpe_search_with_pruning_on_a_local_dask_cluster(prefect_server, tmp_path):
+    """The workers report each epoch to the study from their own processes; a pruned trial stops there and its
+    worker takes the next trial."""
+    import optuna
+    from mlflow import MlflowClient
+
+    from tasks.sweep.study import open_storage
+    from tasks.tracking.tags import PID as TAG_PID
+
+    api, home = prefect_server
+    write_pipelines(tmp_path, PRUNED)
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    env = {**base_env(home), "PREFECT_API_URL": api.url, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "flows.cli", "run", "iris-search"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    assert "iris-search-trials: 8 jobs on dask on a local cluster of 2 workers" in output
+    runs = runs_of(uri)
+    parent = next(r for r in runs if "fuseflow.sweep.metric" in r.data.tags)
+    trials = {int(r.data.tags["fuseflow.sweep.trial"]): r for r in runs
+              if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    assert sorted(trials) == list(range(8)) and parent.info.status == "FINISHED"
+    assert parent.data.tags[TAG_PID] not in {r.data.tags[TAG_PID] for r in trials.values()}  # in the workers
+    client = MlflowClient(uri)
+    pruned = {i for i, r in trials.items() if r.data.tags.get("fuseflow.sweep.trial_state") == "pruned"}
+    assert pruned, {i: r.info.status for i, r in trials.items()}
+    for i, run in trials.items():
+        epochs = len(client.get_metric_history(run.info.run_id, "val_loss"))
+        if i in pruned:
+            assert run.info.status == "KILLED" and epochs == int(run.data.tags["fuseflow.sweep.pruned_after_epoch"]) < 6
+        else:
+            assert run.info.status == "FINISHED" and epochs == 6
+    study = optuna.load_study(study_name=parent.data.tags["fuseflow.sweep.study"],
+                              storage=open_storage(parent.data.tags["fuseflow.sweep.storage"]))
+    assert {t.user_attrs["fuseflow_index"]: t.state.name for t in study.trials} == {
+        i: "PRUNED" if i in pruned else "COMPLETE" for i in trials}
+    assert parent.data.metrics["trials_pruned"] == len(pruned)
