@@ -1,13 +1,13 @@
 """Benchmark: a 24-trial search over learning rate, width and dropout on digits, random search without pruning
-against TPE with a median pruner, the same budget, for several seeds.
+against TPE with a median pruner (and TPE with successive halving), the same budget, for several seeds.
 
 Each variant is `fuseflow run <pipeline> --no-cache` in a fresh process against one Prefect server started here,
-one trial at a time (`max_concurrent: 1`, the fastest on 2 cores), timed from start to exit; the seeds are
-interleaved (random then TPE for seed 1, TPE then random for seed 2, ...) after an untimed warm-up. The table gives,
+one trial at a time (`max_concurrent: 1`, the fastest on 2 cores), timed from start to exit; the variants are
+interleaved in rotating order, one round per seed, after an untimed warm-up. The table gives,
 per seed and as medians, the wall time, the best validation accuracy of the sweep (its `best_val_accuracy`), how
 many trials were pruned and the epochs trained in all.
 
-    python bench/bench_search.py                  # 3 seeds, about 12 minutes here
+    python bench/bench_search.py                  # 3 seeds, about 9 minutes here
     python bench/bench_search.py --seeds 5 --epochs 40
 """
 from __future__ import annotations
@@ -36,8 +36,10 @@ SEARCH = """\
 """
 
 VARIANTS = {
-    "random, no pruning": "sampler: random",
-    "tpe + median pruner": "sampler: tpe\n      pruner: {median: {startup_trials: 4, warmup_epochs: 2}}",
+    "random, no pruning": ("random", "sampler: random"),
+    "tpe + median pruner": ("tpe", "sampler: tpe\n      pruner: {median: {startup_trials: 4, warmup_epochs: 2}}"),
+    "tpe + successive halving": ("tpe-sha", "sampler: tpe\n      pruner: {successive_halving: {min_epochs: 2, "
+                                            "reduction_factor: 3}}"),
 }
 
 
@@ -62,10 +64,10 @@ def main() -> None:
     args = parser.parse_args()
 
     project = make_project()
-    names = {variant: ("random" if variant.startswith("random") else "tpe") for variant in VARIANTS}
-    text = "".join(SEARCH.replace("NAME", f"{names[v]}-s{seed}").replace("SEED", str(seed))
+    names = {variant: name for variant, (name, _) in VARIANTS.items()}
+    text = "".join(SEARCH.replace("NAME", f"{name}-s{seed}").replace("SEED", str(seed))
                    .replace("SEARCH", search).replace("EPOCHS", str(args.epochs)).replace("TRIALS", str(args.trials))
-                   for seed in range(1, args.seeds + 1) for v, search in VARIANTS.items())
+                   for seed in range(1, args.seeds + 1) for name, search in VARIANTS.values())
     (project / "pipelines.yaml").write_text("pipelines:\n" + text, encoding="utf-8")
     (project / "prefect-server").mkdir()
     server = PrefectServer(project / "prefect-server")
@@ -75,7 +77,7 @@ def main() -> None:
     try:  # warm-up: databases, bytecode caches (a 2-trial search, not timed)
         timed([*fuseflow_command(), "run", "search-random-s1", "--no-cache", "--set", "sweep.trials=2"], project, env)
         for seed in range(1, args.seeds + 1):
-            order = list(VARIANTS) if seed % 2 else list(reversed(VARIANTS))
+            order = list(VARIANTS)[seed % len(VARIANTS):] + list(VARIANTS)[:seed % len(VARIANTS)]
             for variant in order:
                 pipeline = f"search-{names[variant]}-s{seed}"
                 seconds, _ = timed([*fuseflow_command(), "run", pipeline, "--no-cache"], project, env)

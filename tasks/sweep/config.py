@@ -21,7 +21,7 @@ MAX_TRIALS = 10_000
 #: keys a trial may not change: what the pipeline is, and the sweep itself
 FORBIDDEN_PREFIXES = ("name", "sweep", "runner", "tracking", "schedule", "fusion")
 _DOTTED = re.compile(r"^[A-Za-z_][\w-]*(\.([A-Za-z_][\w-]*|\d+))*$")
-_METRIC = re.compile(r"^(train|val|test)_(\w+)$")
+_DATABASE_URL = re.compile(r"^(sqlite|postgresql|postgres|mysql|mariadb|oracle|mssql)(\+\w+)?://")
 
 
 class SweepConfig(StrictModel):
@@ -56,6 +56,15 @@ class SweepConfig(StrictModel):
             if head in FORBIDDEN_PREFIXES:
                 raise ValueError(f"parameter {key!r}: a trial cannot change `{head}` (sweep keys such as "
                                  "train.optimizer.lr, model.hidden, model.dropout, seed)")
+        return value
+
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not _DATABASE_URL.match(value):
+            raise ValueError(f"{value!r} is not a database URL: give a SQLAlchemy URL such as "
+                             "sqlite:////abs/path/optuna.db or postgresql://user@host/db, or remove `storage` "
+                             "(default: sqlite under .fuseflow/)")
         return value
 
     @field_validator("metric")

@@ -21,6 +21,8 @@ PRUNED_SWEEP = TINY_IRIS.replace("epochs: 4", f"epochs: {EPOCHS}") + """\
       pruner: {median: {startup_trials: 2, warmup_epochs: 1}}
       trials: 8
       metric: val_loss
+      fuse_top: 2
+      fuse_method: mean
 """
 
 
@@ -80,6 +82,20 @@ def test_the_best_is_the_best_finished_trial(pruned):
     assert parent.data.tags["fuseflow.sweep.best_trial"] == f"trial-{best}"
     assert parent.data.metrics["best_val_loss"] == pytest.approx(scores[best])
     assert parent.data.params["best.model.hidden"] == trials[best].data.params["model.hidden"]
+
+
+def test_fuse_top_fuses_the_best_finished_trials_never_a_pruned_one(pruned):
+    from mlflow import MlflowClient
+
+    from tasks.sweep.report import metric_of_run
+
+    parent, trials, uri = pruned
+    client = MlflowClient(uri)
+    scores = {i: metric_of_run(client, r, "val_loss") for i, r in trials.items() if r.info.status == "FINISHED"}
+    two_best = sorted(scores, key=scores.get)[:2]
+    members = {v for k, v in parent.data.tags.items() if k.startswith("fuseflow.fusion.member.")}
+    assert members == {trials[i].info.run_id for i in two_best}
+    assert parent.data.tags["fuseflow.sweep.fused_trials"] == ", ".join(f"trial-{i}" for i in two_best)
 
 
 def test_the_study_holds_every_trial_as_the_runs_do(pruned):
@@ -155,6 +171,7 @@ def test_an_interrupted_search_resumes_the_same_study(prefect_harness, tmp_path,
         return real_done(self, job, outcome)
 
     path = write_pipelines(tmp_path, PRUNED_SWEEP.replace("SAMPLER", "sampler: {tpe: {n_startup_trials: 2}}")
+                           .replace("      fuse_top: 2\n      fuse_method: mean\n", "")
                            .replace("trials: 8", "trials: 6").replace(f"epochs: {EPOCHS}", "epochs: 3")
                            .replace("pruner: {median: {startup_trials: 2, warmup_epochs: 1}}",
                                     "pruner: none\n      max_concurrent: 1"))
@@ -176,3 +193,11 @@ def test_an_interrupted_search_resumes_the_same_study(prefect_harness, tmp_path,
                               storage=open_storage(parent.data.tags["fuseflow.sweep.storage"]))
     assert sorted(t.user_attrs["fuseflow_index"] for t in study.trials) == list(range(6))
     assert {t.state.name for t in study.trials} == {"COMPLETE"}
+
+
+def test_a_misspelt_sampler_stops_the_run_before_any_run_is_created(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = write_pipelines(tmp_path, PRUNED_SWEEP.replace("SAMPLER", "sampler: tpee"))
+    assert main(["run", "iris-tiny", "--file", str(path)]) == 2
+    assert "did you mean 'tpe'" in capsys.readouterr().err
+    assert not (tmp_path / "mlruns").exists() and not (tmp_path / ".fuseflow" / "sweeps").exists()

@@ -182,6 +182,8 @@ BAD = [
      ["sweep.pruner", "train.distributed", "cannot be pruned"]),
     ("invalid-range-end", SWEEP.replace("[0.01, 0.05]", "{distribution: uniform, low: -0.1, high: 0.1}")
      + "      trials: 3\n", ["sweep.parameters", "the values (train.optimizer.lr=-0.1", "greater than 0"]),
+    ("storage-not-a-database", SWEEP + "      sampler: random\n      trials: 2\n      storage: ./optuna.db\n",
+     ["sweep.storage", "not a database URL", "sqlite:////"]),
     ("soup-over-swept-architectures", SWEEP + "      fuse_top: 2\n      fuse_method: soup_uniform\n",
      ["sweep.fuse_method", "the sweep varies model.hidden", "output-level method"]),
 ]
