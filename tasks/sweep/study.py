@@ -66,9 +66,17 @@ def open_storage(url: str) -> Any:
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite:"):
         engine_kwargs["connect_args"] = {"timeout": 60}
-    elif f"search_path={POSTGRES_SCHEMA}" in url:
-        _create_schema(url, POSTGRES_SCHEMA)
+    elif _search_path(url):
+        _create_schema(url, _search_path(url))
     return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+
+
+def _search_path(url: str) -> Optional[str]:
+    """The schema a PostgreSQL URL's `options=-csearch_path=...` selects, if any."""
+    if not urlsplit(url).scheme.startswith("postgres"):
+        return None
+    options = dict(parse_qsl(urlsplit(url).query)).get("options", "")
+    return options.split("search_path=", 1)[1].split()[0] if "search_path=" in options else None
 
 
 def _create_schema(url: str, schema: str) -> None:
