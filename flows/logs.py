@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from pathlib import Path
 
@@ -28,7 +29,14 @@ class _NoTraceback(logging.Formatter):
 
 
 def log_dir() -> Path:
+    """The folder of the log files: FUSEFLOW_LOG_DIR, else `.fuseflow/logs/`."""
     return Path(os.environ[LOG_DIR_ENV]) if os.environ.get(LOG_DIR_ENV) else LOG_DIR
+
+
+def log_label(name: str) -> str:
+    """`name` made safe inside a file name: letters, digits, `-`, `_` and `.` only, no leading `.`, 100 at most
+    (pipeline names already keep this rule; a `rerun`'s run id comes from the command line)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", str(name)).lstrip(".")[:100] or "run"
 
 
 def route_tracebacks_to_file(name: str) -> Path:
@@ -38,7 +46,7 @@ def route_tracebacks_to_file(name: str) -> Path:
     setup_logging()
     folder = log_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}.log"
+    path = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{log_label(name)}.log"
     file_handler = logging.FileHandler(path, encoding="utf-8", delay=True)
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s - %(message)s"))
     file_handler.setLevel(logging.INFO)

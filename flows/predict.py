@@ -1,4 +1,5 @@
-"""`fuseflow predict`: load any logged fuseflow model and print its predictions for rows or texts."""
+"""`fuseflow predict`: load any logged fuseflow model and print its predictions for rows or texts (the rows are read
+and checked by flows/predict_input.py)."""
 from __future__ import annotations
 
 import argparse
@@ -7,35 +8,24 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from flows.predict_input import Rows, feature_matrix, read_rows, texts
 from tasks.errors import ConfigError
 
 
-def read_rows(path: Path) -> Any:
-    """A CSV or JSON (records or JSON Lines) file as a DataFrame; a .txt file is one text per line."""
-    import pandas as pd
-
-    if not path.is_file():
-        raise ConfigError.single(f"input file not found: {path}")
-    if path.suffix.lower() == ".txt":
-        lines = path.read_text(encoding="utf-8").split("\n")
-        return pd.DataFrame({"text": [line for line in lines if line.strip()]})
-    if path.suffix.lower() in (".json", ".jsonl"):
-        return pd.read_json(path, lines=path.suffix.lower() == ".jsonl")
-    return pd.read_csv(path)
-
-
-def class_names(model_uri: str) -> list[Any] | None:
-    """The class labels recorded beside a tabular model (its `extra_files/fuseflow_model.json`), if any."""
+def model_spec(model_uri: str) -> dict[str, Any]:
+    """The spec recorded beside a fuseflow model (`extra_files/fuseflow_model.json`: features, classes), or {}."""
     import mlflow
 
     try:
         local = mlflow.artifacts.download_artifacts(f"{model_uri.rstrip('/')}/extra_files/fuseflow_model.json")
-    except Exception:  # noqa: BLE001 - not a fuseflow tabular model
-        return None
-    return json.loads(Path(local).read_text(encoding="utf-8")).get("classes") or None
+        spec = json.loads(Path(local).read_text(encoding="utf-8"))
+    except Exception:  # noqa: BLE001 - not a fuseflow model, or one logged without a spec
+        return {}
+    return spec if isinstance(spec, dict) else {}
 
 
 def predict_command(args: argparse.Namespace) -> int:
+    """Load the model, read and check the input, print one prediction a line; bad input exits 2, naming the cell."""
     import mlflow
 
     from tasks.tracking.logger import resolve_tracking_uri
@@ -43,35 +33,47 @@ def predict_command(args: argparse.Namespace) -> int:
     mlflow.set_tracking_uri(args.tracking_uri or resolve_tracking_uri())
     if not args.input and not args.text:
         raise ConfigError.single("give an INPUT file of rows or at least one --text")
+    if args.input and args.text:
+        raise ConfigError.single("give an INPUT file or --text, not both")
+    rows = read_rows(Path(args.input)) if args.input else Rows("--text", "txt", ["text"], [[t] for t in args.text], None)
     try:
         model = mlflow.pyfunc.load_model(args.model_uri)
     except Exception as exc:  # noqa: BLE001
         print(f"error: cannot load model {args.model_uri}: {exc}".splitlines()[0], file=sys.stderr)
         return 2
-    if args.text:
-        import pandas as pd
-
-        rows: Any = list(args.text)
-        frame = pd.DataFrame({"text": rows})
-    else:
-        frame = read_rows(Path(args.input))
-        rows = frame
     text_model = "transformers" in (getattr(model.metadata, "flavors", None) or {})
-    if text_model and not args.text and "text" not in frame.columns:
-        raise ConfigError.single(f"{args.input}: a text model needs a `text` column (or a .txt file, one text a line)")
-    if args.text or "text" in frame.columns and (len(frame.columns) == 1 or text_model):
-        texts = frame["text"].astype(str).tolist()
-        result = model.predict(texts)
-        for text, (_, row) in zip(texts, _as_frame(result).iterrows()):
-            label, score = row.get("label"), row.get("score")
-            print(f"{label}\t{score:.4f}\t{text}" if score is not None else f"{label}\t{text}")
-        return 0
+    columns = rows.columns or []
+    if text_model or "text" in columns and len(columns) == 1 or args.text:
+        return _predict_texts(model, texts(rows))
+    spec = model_spec(args.model_uri)
+    matrix = feature_matrix(rows, spec.get("feature_names"))
+    preds = _predict(model, matrix)
+    if preds is None:
+        return 1
     import numpy as np
 
-    preds = np.asarray(model.predict(frame.to_numpy(dtype=np.float32))).reshape(-1)
-    names = class_names(args.model_uri)
-    for value in preds:
+    names = spec.get("classes") or None
+    for value in np.asarray(preds).reshape(-1):
         print(names[int(value)] if names and float(value).is_integer() and 0 <= int(value) < len(names) else value)
+    return 0
+
+
+def _predict(model: Any, inputs: Any) -> Any:
+    """`model.predict(inputs)`, or None with one line on stderr when the model fails on them."""
+    try:
+        return model.predict(inputs)
+    except Exception as exc:  # noqa: BLE001 - one line, no traceback
+        print(f"error: the model failed on these rows: {type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)
+        return None
+
+
+def _predict_texts(model: Any, items: list[str]) -> int:
+    result = _predict(model, items)
+    if result is None:
+        return 1
+    for text, (_, row) in zip(items, _as_frame(result).iterrows()):
+        label, score = row.get("label"), row.get("score")
+        print(f"{label}\t{score:.4f}\t{text}" if score is not None else f"{label}\t{text}")
     return 0
 
 

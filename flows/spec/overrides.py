@@ -7,6 +7,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 
+from flows.spec.yaml_lines import load_located
 from tasks.errors import ConfigError, ConfigIssue
 
 _KEY = re.compile(r"^[A-Za-z_][\w-]*(\.([A-Za-z_][\w-]*|\d+))*$")
@@ -31,12 +32,20 @@ def parse_override(text: str) -> Override:
     if not sep or not _KEY.match(key):
         raise ConfigError([ConfigIssue(f"expected KEY=VALUE with a dotted key, e.g. train.optimizer.lr=3e-4",
                                        origin=f"--set {text!r}")])
+    return Override(key, yaml_value(raw, text), text)
+
+
+def yaml_value(raw: str, text: str) -> Any:
+    """The YAML value of an override, read with the limits of pipelines.yaml (flows/spec/yaml_lines.py)."""
+    if not raw.strip():
+        return ""
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as exc:
-        raise ConfigError([ConfigIssue(f"the value is not valid YAML: {exc}".splitlines()[0],
-                                       origin=f"--set {text}")]) from None
-    return Override(key, value, text)
+        return load_located(raw, "--set").data
+    except ConfigError as err:
+        raise ConfigError([ConfigIssue(f"the value is not valid YAML: {issue.message.removeprefix('invalid YAML: ')}"
+                                       if issue.message.startswith("invalid YAML") else f"in the value: {issue.message}",
+                                       origin=f"--set {text if len(text) <= 80 else text[:77] + '...'}")
+                           for issue in err.issues]) from None
 
 
 def parse_overrides(items: Iterable[str] | Mapping[str, Any] | None) -> list[Override]:
@@ -45,7 +54,7 @@ def parse_overrides(items: Iterable[str] | Mapping[str, Any] | None) -> list[Ove
         return []
     if isinstance(items, Mapping):
         return [parse_override(f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}")
-                if not isinstance(v, str) else Override(k, yaml.safe_load(v) if v.strip() else "", f"{k}={v}")
+                if not isinstance(v, str) else Override(k, yaml_value(v, f"{k}={v}"), f"{k}={v}")
                 for k, v in items.items()]
     overrides, issues = [], []
     for text in items:

@@ -28,7 +28,8 @@ def resolve(project: ProjectFile, name: str, overrides: Sequence[Override] = ())
                                        f"(pipelines: {', '.join(project.names)})", file=str(project.path))])
     raw = project.raw_pipeline(name)
     if not isinstance(raw, dict):
-        raise ConfigError([located_issue(project, name, (), "expected a mapping of sections (data, model, train, ...)")])
+        raise ConfigError([located_issue(project, name, (), "expected a mapping of sections (data, model, train, "
+                                                            f"...), got {type(raw).__name__}")])
     origins: dict[tuple, str] = {}
     issues: list[ConfigIssue] = []
     for override in overrides:

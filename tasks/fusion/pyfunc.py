@@ -2,8 +2,9 @@
 
 Saved as an MLflow "model from code": the model folder holds a three-line loader script, a `fusion/` artifact
 folder (`fusion.json`: combination and member list; `members/<i>/`: each member's spec and safetensors
-weights) and `extra_files/fuseflow_model.json` (format and classes, which `fuseflow predict` reads). Loading
-rebuilds every member without unpickling anything; `predict(rows)` returns class ids, like a tabular model.
+weights) and `extra_files/fuseflow_model.json` (format, classes and tabular feature names, which `fuseflow predict`
+reads). Loading rebuilds every member without unpickling anything; `predict(rows)` returns class ids, like a tabular
+model.
 Loading needs the `tasks` package (fuseflow) importable.
 """
 from __future__ import annotations
@@ -113,6 +114,9 @@ def save_fused_model(predictor: FusedPredictor, path: Path, input_example: Any, 
     extras.mkdir(exist_ok=True)
     spec = {"format": FUSED_FORMAT, "task": "classification", "classes": predictor.classes,
             "members": [m.name for m in predictor.members], "method": method}
+    features = [getattr(m, "spec", {}).get("feature_names") for m in predictor.members if m.kind == "tabular"]
+    if features and features[0]:
+        spec["feature_names"] = list(features[0])  # `fuseflow predict` matches a file's columns by these names
     (extras / SPEC_FILE).write_text(json.dumps(spec, indent=2, default=str), encoding="utf-8")
     return path
 
