@@ -15,7 +15,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Callable, Iterator, Literal, Optional, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Discriminator
+from pydantic import BaseModel, ConfigDict, Discriminator, model_validator
+from pydantic_core import PydanticCustomError
 
 log = logging.getLogger("fuseflow")
 
@@ -28,6 +29,55 @@ class StrictModel(BaseModel):
     built on first use (so importing a config module is cheap and registries may still be loading)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(), defer_build=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, data: Any) -> Any:
+        """`epochs: true` is a mistake, not 1: a boolean is refused where a number (and no boolean) is expected,
+        as a value or as an item of a list of numbers (`hidden: [true]`)."""
+        if not isinstance(data, dict):
+            return data
+        for key, value in data.items():
+            field_info = cls.model_fields.get(key)
+            if field_info is None:
+                continue
+            annotation = field_info.annotation
+            if isinstance(value, bool) and _takes_number_not_bool(annotation):
+                raise PydanticCustomError("bool_for_number", "`{key}`: expected a number, got `{value}` (a boolean)",
+                                          {"key": key, "value": str(value).lower()})
+            if isinstance(value, list) and any(isinstance(item, bool) for item in value):
+                items = [get_args(tp)[0] for tp in _union_members(annotation) if get_origin(tp) is list and get_args(tp)]
+                if any(_takes_number_not_bool(tp) for tp in items):
+                    raise PydanticCustomError("bool_for_number", "`{key}`: expected numbers, got `{value}` (a boolean)",
+                                              {"key": key, "value": str(next(v for v in value if isinstance(v, bool))).lower()})
+        return data
+
+
+#: the largest seed every library takes (numpy's and scikit-learn's generators take 32-bit seeds)
+MAX_SEED = 2**32 - 1
+
+
+def _union_members(annotation: Any) -> set[Any]:
+    """The types a field admits, through Optional, Union and Annotated."""
+    found: set[Any] = set()
+
+    def walk(tp: Any) -> None:
+        if get_origin(tp) is Annotated:
+            walk(get_args(tp)[0])
+        elif get_origin(tp) is Union or type(tp).__name__ == "UnionType":
+            for arg in get_args(tp):
+                walk(arg)
+        else:
+            found.add(tp)
+
+    walk(annotation)
+    return found
+
+
+def _takes_number_not_bool(annotation: Any) -> bool:
+    """Whether a field's type admits int or float but not bool (through Optional, Union and Annotated)."""
+    found = _union_members(annotation)
+    return bool(found & {int, float}) and not found & {bool, Any}
 
 
 class _RegistryUnion:

@@ -71,6 +71,9 @@ def pydantic_issue(project: ProjectFile, name: str, raw: dict, origins: Mapping[
         message = f"missing key {ctx.get('discriminator')} (it selects the kind of this section)"
     elif kind == "missing":
         message = "missing required key"
+    elif kind == "bool_for_number":  # StrictModel's check runs on the section: point at its key
+        path = _yaml_path(raw, loc + (ctx["key"],))
+        message = f"expected a number, got `{ctx['value']}` (a boolean)"
     elif kind == "literal_error":
         expected = str(ctx.get("expected", ""))
         options = [o.strip(" '") for o in re.split(r",| or ", expected) if o.strip(" '")]

@@ -11,7 +11,7 @@ from tasks.evaluate.config import EvaluateConfig
 from tasks.fusion.config import FusionConfig
 from tasks.pipeline.runner import RunnerConfig
 from tasks.pipeline.schedule import ScheduleConfig
-from tasks.registry import DATA_SOURCES, MODELS, PREPROCESSORS, TRAINERS, StrictModel
+from tasks.registry import DATA_SOURCES, LOSSES, MAX_SEED, MODELS, PREPROCESSORS, TRAINERS, StrictModel
 from tasks.sweep.config import SweepConfig
 from tasks.tracking.config import TrackingConfig
 
@@ -25,7 +25,7 @@ class PipelineSpec(StrictModel):
     name: str
     description: str = ""
     tags: list[str] = Field(default_factory=list)
-    seed: int = 42
+    seed: int = Field(42, ge=0, le=MAX_SEED)
     schedule: list[ScheduleConfig] = Field(default_factory=list)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     data: Optional[DATA_SOURCES.field_type()] = None
@@ -111,6 +111,26 @@ class PipelineSpec(StrictModel):
         if modality not in self.train.modalities:
             issues.append((("train", "backend"), f"training backend '{self.train.backend}' does not train on "
                            f"{modality} data ({why}); use backend: {_fitting(TRAINERS, modality)}"))
+        return issues + self.task_issues()
+
+    def task_issues(self) -> list[Issue]:
+        """The loss and the monitored metric must fit the task, where the data says it before loading (`task:`, or
+        a bundled dataset): `cross_entropy` on a regression target, `val_accuracy` watched on one."""
+        from tasks.evaluate.names import epoch_metric_names
+
+        task = self.data.task if self.data.task != "auto" else self.data.inferred_task()
+        if task == "auto":
+            return []
+        issues: list[Issue] = []
+        loss = getattr(self.train, "loss", None)
+        if loss and loss in LOSSES and task not in LOSSES.get(loss).info.get("tasks", (task,)):
+            fitting = [name for name in LOSSES.names() if task in LOSSES.get(name).info.get("tasks", ())]
+            issues.append((("train", "loss"), f"loss '{loss}' does not fit a {task} target; use one of: "
+                                              f"{', '.join(fitting)}"))
+        stopping = getattr(self.train, "early_stopping", None)
+        if stopping is not None and stopping.monitor not in epoch_metric_names(task):
+            issues.append((("train", "early_stopping", "monitor"), f"'{stopping.monitor}' is not logged by a {task} "
+                           f"pipeline; monitor one of: {', '.join(epoch_metric_names(task))}"))
         return issues
 
 

@@ -12,7 +12,7 @@ from pydantic import Field, field_validator, model_validator
 
 from tasks.errors import did_you_mean
 from tasks.evaluate.names import direction, epoch_metric_names
-from tasks.registry import FUSION_METHODS, PRUNERS, SAMPLERS, StrictModel
+from tasks.registry import FUSION_METHODS, MAX_SEED, PRUNERS, SAMPLERS, StrictModel
 from tasks.sweep.space import Choice, Parameter
 
 #: the most trials one sweep may have (a grid's combinations are counted, never listed, to check it)
@@ -40,7 +40,7 @@ class SweepConfig(StrictModel):
     mode: Optional[Literal["max", "min"]] = Field(None, description="default: min for losses and errors, else max")
     max_concurrent: Optional[int] = Field(None, ge=1, strict=True,
                                           description="trials in flight at once (default: runner workers)")
-    seed: Optional[int] = Field(None, strict=True, description="seed of the sampler (default: the pipeline's seed)")
+    seed: Optional[int] = Field(None, strict=True, ge=0, le=MAX_SEED, description="seed of the sampler (default: the pipeline's seed)")
     fuse_top: Optional[int] = Field(None, ge=2, strict=True,
                                     description="fuse the K best trials (a fusion method, `fuse_method`)")
     fuse_method: FUSION_METHODS.field_type() = Field(

@@ -170,7 +170,7 @@ BAD = [
     ("grid-too-large", SWEEP.replace("model.hidden: [[8], [16]]", "seed: [" + ", ".join(map(str, range(200))) + "]\n"
                                      "        model.dropout: [" + ", ".join(str(i / 1000) for i in range(100)) + "]"),
      ["sweep", "40000 combinations", "limit of 10000"]),
-    ("trials-is-a-bool", SWEEP + "      sampler: random\n      trials: true\n", ["sweep.trials", "integer"]),
+    ("trials-is-a-bool", SWEEP + "      sampler: random\n      trials: true\n", ["sweep.trials", "got `true` (a boolean)"]),
     ("trials-over-the-limit", SWEEP + "      sampler: random\n      trials: 20000\n", ["sweep.trials", "10000"]),
     ("cmaes-over-a-choice", SWEEP + "      sampler: cmaes\n      trials: 4\n",
      ["sweep", "models numeric ranges only", "model.hidden"]),

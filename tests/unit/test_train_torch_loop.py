@@ -53,7 +53,7 @@ def test_early_stopping_restores_best_weights():
 def test_monitor_max_metric_and_unknown_monitor():
     _, result = _train({"epochs": 4, "early_stopping": {"monitor": "val_accuracy", "patience": 10}})
     assert result.best_epoch == max(result.history, key=lambda h: h["val_accuracy"])["epoch"]
-    with pytest.raises(ValueError, match="not an epoch metric"):
+    with pytest.raises(ValueError, match="not a metric the torch backend logs each epoch; did you mean .val_accuracy."):  # before training
         _train({"epochs": 2, "early_stopping": {"monitor": "val_acc", "patience": 1}})
 
 

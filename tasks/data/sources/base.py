@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, Literal, Optional
 
 from pydantic import Field, model_validator
 
-from tasks.registry import StrictModel
+from tasks.registry import MAX_SEED, StrictModel
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -21,7 +21,7 @@ class SplitConfig(StrictModel):
     validation: float = Field(0.15, gt=0, lt=1)
     test: float = Field(0.15, gt=0, lt=1)
     stratify: bool = True
-    seed: Optional[int] = Field(None, description="seed of the split (default: the pipeline's seed); "
+    seed: Optional[int] = Field(None, ge=0, le=MAX_SEED, description="seed of the split (default: the pipeline's seed); "
                                 "fusion members share one split while their `seed` varies the initialisation")
 
     @model_validator(mode="after")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Optional
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from tasks.data.sources.base import DataBase
 from tasks.errors import ConfigError, did_you_mean
@@ -26,6 +26,13 @@ class FileData(DataBase):
 
     #: the `datasets` builder that reads this format (text pipelines load files through `datasets`)
     builder: ClassVar[str] = ""
+
+    @model_validator(mode="after")
+    def _label_is_not_a_feature(self) -> "FileData":
+        if self.features and self.label_column in self.features:
+            raise ValueError(f"`features` lists the label column '{self.label_column}': a model would learn its own "
+                             "target; remove it from `features`")
+        return self
 
     def describe(self) -> str:
         return f"{self.source}:{self.path}"

@@ -43,6 +43,17 @@ class TorchTrainConfig(TrainBase):
         fits_device(self.distributed, self.device)
         return self
 
+    @model_validator(mode="after")
+    def _monitor_is_logged(self) -> "TorchTrainConfig":
+        from tasks.evaluate.names import epoch_metric_names
+
+        known = epoch_metric_names()
+        if self.early_stopping is not None and self.early_stopping.monitor not in known:
+            monitor = self.early_stopping.monitor
+            raise ValueError(f"early_stopping.monitor: '{monitor}' is not a metric the torch backend logs each "
+                             f"epoch{did_you_mean(monitor, known)} (one of: {', '.join(known)})")
+        return self
+
     def trainer(self) -> "TorchTrainer":
         return TorchTrainer(self)
 
