@@ -2,8 +2,9 @@
 
 Prefect's `FileSystemLockManager` keeps a lock until its holder releases it; a run killed while computing a step
 (SIGKILL, a power cut) would leave the lock behind and every later run of that step would wait forever. Here each
-lock also records its process (`<key>.owner`: host and pid); a lock whose process is gone on this host is stale
-and removed. A lock held on another host (a remote worker) is trusted."""
+lock also records its process (`<key>.owner`: host, pid and the process's start time); a lock whose process is gone
+on this host, or whose pid now belongs to another process (started at another time), is stale and removed. A lock
+held on another host (a remote worker) is trusted."""
 from __future__ import annotations
 
 import os
@@ -13,7 +14,7 @@ from typing import Any, Optional
 
 from prefect.locking.filesystem import FileSystemLockManager
 
-from tasks.processes import process_alive
+from tasks.processes import process_started, same_process
 
 
 class ProcessAwareLockManager(FileSystemLockManager):
@@ -25,7 +26,8 @@ class ProcessAwareLockManager(FileSystemLockManager):
     def _record_owner(self, key: str) -> None:
         path = self._owner_path(key)
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        tmp.write_text(f"{socket.gethostname()} {os.getpid()}", encoding="utf-8")
+        started = process_started(os.getpid())
+        tmp.write_text(f"{socket.gethostname()} {os.getpid()}" + (f" {started:.3f}" if started else ""), encoding="utf-8")
         os.replace(tmp, path)
 
     def _reclaim_if_owner_gone(self, key: str) -> bool:
@@ -34,10 +36,12 @@ class ProcessAwareLockManager(FileSystemLockManager):
         lock (the others keep waiting and then compete for a new lock as usual)."""
         owner = self._owner_path(key)
         try:
-            host, pid = owner.read_text(encoding="utf-8").split()
-        except (OSError, ValueError):
+            recorded = owner.read_text(encoding="utf-8").split()
+            host, pid = recorded[0], int(recorded[1])
+            started = float(recorded[2]) if len(recorded) > 2 else None  # lock files of older versions: pid only
+        except (OSError, ValueError, IndexError):
             return False  # no owner recorded yet (just acquired), or unreadable: trust the lock
-        if host != socket.gethostname() or process_alive(int(pid)):
+        if host != socket.gethostname() or same_process(pid, started):
             return False
         claimed = owner.with_name(f".{owner.name}.reclaim.{os.getpid()}.{id(self)}")
         try:
@@ -45,7 +49,7 @@ class ProcessAwareLockManager(FileSystemLockManager):
         except FileNotFoundError:
             return False  # another waiter reclaimed it first
         try:
-            if claimed.read_text(encoding="utf-8").split() == [host, pid]:
+            if claimed.read_text(encoding="utf-8").split() == recorded:
                 self._lock_path_for_key(key).unlink(missing_ok=True)
                 self._locks.pop(key, None)
                 return True
