@@ -83,6 +83,13 @@ class ProcessAwareLockManager(FileSystemLockManager):
             self._record_owner(key)
         return acquired
 
+    def drop_lock(self, key: str) -> None:
+        """Remove the lock of `key` whoever holds it: for this process's own failed read of a damaged result, whose
+        transaction ended without releasing it."""
+        self._owner_path(key).unlink(missing_ok=True)
+        self._lock_path_for_key(key).unlink(missing_ok=True)
+        self._locks.pop(key, None)
+
     def release_lock(self, key: str, holder: str) -> None:
         if self.is_lock_holder(key, holder):  # the owner file first: a waiter may take the lock once its file is gone
             self._owner_path(key).unlink(missing_ok=True)

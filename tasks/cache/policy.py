@@ -141,9 +141,54 @@ def independent_steps() -> Iterator[None]:
         Transaction.__var__.reset(token)
 
 
-def cached_step(task: Any, decisions: Optional[dict[str, dict[str, Any]]] = None) -> Any:
+def cached_step(task: Any, decisions: Optional[dict[str, dict[str, Any]]] = None) -> "CachedStep":
     """`task` with its results persisted in the current cache folder and reused unless --no-cache; its decision
     ("cached"/"computed" and why) is recorded in `decisions` under the task's name."""
+    decisions = {} if decisions is None else decisions
+    return CachedStep(_bound(task, decisions), decisions, current_options().folder)
+
+
+class CachedStep:
+    """Call a cached step; a stored result that cannot be read back (a truncated or damaged file) is a miss: it is
+    removed with a warning and the step computes again, writing a good one, instead of failing every later run."""
+
+    def __init__(self, task: Any, decisions: dict[str, dict[str, Any]], folder: Path) -> None:
+        self.task, self.decisions, self.folder = task, decisions, folder
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return self.task(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - only a failed read of a cached result is retried
+            decision = self.decisions.get(self.task.name) or {}
+            if decision.get("status") != "cached" or not decision.get("key"):
+                raise  # the step itself failed: its error stands
+            removed = self._remove(decision["key"])
+            lock_manager = getattr(self.task.cache_policy, "lock_manager", None)
+            if hasattr(lock_manager, "drop_lock"):
+                lock_manager.drop_lock(decision["key"])  # the failed read ended without releasing its lock
+            run_logger().warning("%s: the cached result could not be read (%s: %s); removed %s and computing "
+                                 "again", self.task.name, type(exc).__name__, str(exc).splitlines()[0][:200]
+                                 if str(exc) else "", ", ".join(removed) or "nothing")
+            result = self.task.with_options(refresh_cache=True)(*args, **kwargs)
+            if self.task.name in self.decisions:
+                self.decisions[self.task.name]["reason"] = "the cached result was damaged: computed again"
+            return result
+
+    def __getattr__(self, name: str) -> Any:
+        """The bound task's other members (`submit`, `name`, ...); only a direct call falls back on a damaged result."""
+        return getattr(self.task, name)
+
+    def _remove(self, key: str) -> list[str]:
+        removed = []
+        for sub_folder in ("results", "keys"):
+            path = self.folder / sub_folder / key
+            if path.exists():
+                path.unlink()
+                removed.append(f"{sub_folder}/{key}")
+        return removed
+
+
+def _bound(task: Any, decisions: dict[str, dict[str, Any]]) -> Any:
     options = current_options()
     policy = task.cache_policy if isinstance(task.cache_policy, StepCachePolicy) else StepCachePolicy()
     from prefect.transactions import IsolationLevel
