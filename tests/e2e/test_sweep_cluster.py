@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from tests.support.helpers import runs_of, write_pipelines
+from tests.support.helpers import IRIS_SEARCH, runs_of, write_pipelines
 from tests.support.servers import RUN_TIMEOUT, ROOT, base_env
 from tests.support.servers import prefect_server as start_prefect_server
 
@@ -141,23 +141,7 @@ def test_fusion_members_train_on_a_local_dask_cluster(prefect_server, tmp_path):
     assert "test_accuracy" in parent.data.metrics
 
 
-PRUNED = """\
-pipelines:
-  iris-search:
-    seed: 7
-    data: {source: sklearn, name: iris}
-    preprocess: [{standardize: {}}]
-    model: {type: mlp, hidden: [16]}
-    train: {backend: torch, epochs: 6, batch_size: 16, optimizer: {name: adam, lr: 0.02}}
-    sweep:
-      parameters:
-        train.optimizer.lr: {distribution: loguniform, low: 1.0e-6, high: 0.1}
-      sampler: {tpe: {n_startup_trials: 4}}
-      pruner: {median: {startup_trials: 2, warmup_epochs: 1}}
-      trials: 8
-      metric: val_loss
-    runner: {type: dask, workers: 2}
-"""
+PRUNED = IRIS_SEARCH.format(epochs=6, trials=8, startup=4) + "    runner: {type: dask, workers: 2}\n"
 
 
 def test_tpe_search_with_pruning_on_a_local_dask_cluster(prefect_server, tmp_path):

@@ -8,29 +8,13 @@ import sys
 
 import pytest
 
-from tests.support.helpers import runs_of, write_pipelines
+from tests.support.helpers import IRIS_SEARCH, runs_of, write_pipelines
 from tests.support.postgres import postgres_server
 from tests.support.servers import RUN_TIMEOUT, ROOT, base_env
 
 pytestmark = pytest.mark.e2e
 
-PROJECT = """\
-pipelines:
-  iris-search:
-    seed: 7
-    data: {source: sklearn, name: iris}
-    preprocess: [{standardize: {}}]
-    model: {type: mlp, hidden: [16]}
-    train: {backend: torch, epochs: 5, batch_size: 16, optimizer: {name: adam, lr: 0.02}}
-    sweep:
-      parameters:
-        train.optimizer.lr: {distribution: loguniform, low: 1.0e-6, high: 0.1}
-      sampler: {tpe: {n_startup_trials: 3}}
-      pruner: {median: {startup_trials: 2, warmup_epochs: 1}}
-      trials: 6
-      metric: val_loss
-      max_concurrent: 1
-"""
+PROJECT = IRIS_SEARCH.format(epochs=5, trials=6, startup=3) + "      max_concurrent: 1\n"
 
 
 def test_the_study_lives_in_its_own_schema_of_mlflows_postgres_database(tmp_path):

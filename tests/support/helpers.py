@@ -25,6 +25,26 @@ pipelines:
 """
 
 
+#: a pruned TPE search on iris over a wide learning-rate range (tiny rates lose, so some trials are pruned);
+#: `format(epochs=..., trials=..., startup=...)`, then add a `runner:` or `max_concurrent` line as a test needs
+IRIS_SEARCH = """\
+pipelines:
+  iris-search:
+    seed: 7
+    data: {{source: sklearn, name: iris}}
+    preprocess: [{{standardize: {{}}}}]
+    model: {{type: mlp, hidden: [16]}}
+    train: {{backend: torch, epochs: {epochs}, batch_size: 16, optimizer: {{name: adam, lr: 0.02}}}}
+    sweep:
+      parameters:
+        train.optimizer.lr: {{distribution: loguniform, low: 1.0e-6, high: 0.1}}
+      sampler: {{tpe: {{n_startup_trials: {startup}}}}}
+      pruner: {{median: {{startup_trials: 2, warmup_epochs: 1}}}}
+      trials: {trials}
+      metric: val_loss
+"""
+
+
 def write_pipelines(folder: Path, text: str = TINY_IRIS, name: str = "pipelines.yaml") -> Path:
     path = folder / name
     path.write_text(textwrap.dedent(text), encoding="utf-8")
