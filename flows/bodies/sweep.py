@@ -6,6 +6,7 @@ and ship the best trial's model — or, with `fuse_top: K`, a fusion of the K be
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from pathlib import Path
 from typing import Any, Optional
@@ -145,7 +146,9 @@ def _recorded_trials(logger: RunLogger, experiment_id: str, metric: str) -> dict
     for index, run in trial_runs(logger.client, logger.run_id, experiment_id).items():
         values = run.data.tags.get(tags.SWEEP_VALUES, "")
         if run.info.status == "FINISHED":
-            recorded[index] = (values, metric_of_run(logger.client, run, metric))
+            value = metric_of_run(logger.client, run, metric)
+            if value is not None and math.isfinite(value):  # without one it is told FAIL (rerun), never pruned
+                recorded[index] = (values, value)
         elif run.data.tags.get(tags.SWEEP_TRIAL_STATE) == "pruned":
             recorded[index] = (values, None)
     return recorded

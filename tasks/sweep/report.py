@@ -86,7 +86,7 @@ def collect(client: Any, parent_run_id: str, experiment_id: str, trials: list[An
 
 def ranked(results: list[TrialResult], mode: str) -> list[TrialResult]:
     """Finished trials that logged the metric, best first (ties: the earlier trial first)."""
-    scored = [r for r in results if r.status == "FINISHED" and r.metric is not None and not math.isnan(r.metric)]
+    scored = [r for r in results if r.status == "FINISHED" and r.metric is not None and math.isfinite(r.metric)]
     sign = -1.0 if mode == "max" else 1.0
     return sorted(scored, key=lambda r: (sign * r.metric, r.index))
 

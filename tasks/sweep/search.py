@@ -112,7 +112,11 @@ class SweepSearch:
         from optuna.trial import TrialState
 
         asked, trial = self.in_flight.pop(job.key)
-        state, value = self.judge(outcome)
+        try:
+            state, value = self.judge(outcome)
+        except Exception as exc:  # noqa: BLE001 - reading the trial's run back failed: that trial failed, not the sweep
+            log.warning("sweep: %s could not be judged: %s: %s", trial.name, type(exc).__name__, exc)
+            state, value = "fail", None
         if state == "complete" and value is not None and math.isfinite(value):
             self.study.tell(asked, value)
             self.done.add(trial.index)
