@@ -7,15 +7,12 @@ table.) `sweep.storage` names any other SQLAlchemy URL. One study per sweep run:
 with it the study, which keeps every trial the interrupted attempt finished or pruned."""
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from tasks.paths import STATE_DIR
-
-log = logging.getLogger("fuseflow")
 
 STUDY_FILE = STATE_DIR / "sweeps" / "optuna.db"
 POSTGRES_SCHEMA = "fuseflow_optuna"
