@@ -7,6 +7,7 @@ from typing import Any, Optional
 
 from prefect import flow, get_run_logger
 
+from flows.bodies.reuse import ReusingBody
 from flows.bodies.table import body_for
 from flows.env import quiet_defaults
 from flows.run_report import publish_run_report
@@ -42,12 +43,16 @@ def run_pipeline(pipeline: str, overrides: Optional[dict[str, Any]] = None, file
     resolved = resolve(project, pipeline, parse_overrides(overrides))
     spec = resolved.spec
     body = body_for(resolved)
+    if resolved.kind == "training" and not resume:  # an unchanged rerun copies the outputs of the run it repeats
+        body = ReusingBody(body)
     extra_tags = {tags.RERUN_OF: rerun_of} if rerun_of else None
     # the CLI sets the quiet defaults already; a Prefect worker or a Python caller gets them here, for the run
     with quiet_defaults(), tracked_run(spec, overrides, project.base_dir, extra_tags=extra_tags,
                                        resume=resume) as logger, cache_options(cache_dir(project.base_dir), no_cache):
         summary = body(resolved, logger, project.base_dir)
-        summary.registry = register_and_promote(spec.tracking, summary.run_id, summary.model_uri, logger.tracking_uri)
+        with logger.phase("register"):
+            summary.registry = register_and_promote(spec.tracking, summary.run_id, summary.model_uri,
+                                                    logger.tracking_uri)
     summary.pipeline = pipeline
     summary.mlflow_run_url = publish_run_report(pipeline, summary, logger.tracking_uri)
     get_run_logger().info("finished: MLflow run %s, %s", summary.run_id,

@@ -81,6 +81,9 @@ def tracked_run(spec: PipelineSpec, overrides: Mapping[str, Any] | None, base_di
     from mlflow import MlflowClient
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
+    from tasks.tracking.phases import PhaseTimer, log_timings
+
+    timer = PhaseTimer()
     uri = resolve_tracking_uri(spec.tracking.uri)
     prepare_store(uri)
     client = MlflowClient(uri)
@@ -101,6 +104,7 @@ def tracked_run(spec: PipelineSpec, overrides: Mapping[str, Any] | None, base_di
         run = client.create_run(exp, run_name=spec.tracking.run_name or None,
                                 tags={k: str(v) for k, v in run_tags.items() if v is not None})
     logger = RunLogger(run.info.run_id, uri)
+    logger.phases = timer
     try:
         if previous is None:  # a resumed run has its params and pipeline.yaml already
             config = resolved_config(spec)
@@ -109,12 +113,14 @@ def tracked_run(spec: PipelineSpec, overrides: Mapping[str, Any] | None, base_di
             if overrides:
                 logger.log_params({f"override.{k}": v for k, v in overrides.items()})
         log.info("MLflow run %s (experiment '%s', %s)", run.info.run_id, spec.experiment, uri)
+        timer.opened()
         yield logger
     except TrialPruned as pruned:  # a sweep's pruner stopped the trial: its epochs are logged, nothing failed
         client.set_tag(run.info.run_id, tags.SWEEP_TRIAL_STATE, "pruned")
         client.set_tag(run.info.run_id, tags.SWEEP_PRUNED_EPOCH, str(pruned.epoch))
         client.set_tag(run.info.run_id, tags.NOTE, f"**pruned**: {pruned}")
         client.set_terminated(run.info.run_id, "KILLED")
+        log_timings(timer, logger, log)
         raise
     except KeyboardInterrupt:
         client.set_tag(run.info.run_id, tags.ERROR, "interrupted (Ctrl-C)")
@@ -123,6 +129,8 @@ def tracked_run(spec: PipelineSpec, overrides: Mapping[str, Any] | None, base_di
     except BaseException as exc:
         client.set_tag(run.info.run_id, tags.ERROR, f"{type(exc).__name__}: {exc}"[:5000])
         client.set_terminated(run.info.run_id, "FAILED")
+        log_timings(timer, logger, log)  # after the run is marked: where a failed run's time went
         raise
     else:
+        log_timings(timer, logger, log)
         client.set_terminated(run.info.run_id, "FINISHED")

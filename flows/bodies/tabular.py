@@ -17,13 +17,21 @@ def run_tabular(pipeline: ResolvedPipeline, logger: RunLogger, base_dir: Path) -
     spec = pipeline.spec
     loss = getattr(spec.train, "loss", None)
     reuse: dict[str, Any] = {}  # step -> "cached"/"computed" and why, tagged on the run
-    raw = cached_step(steps.load_data, reuse)(spec.data, spec.seed, base_dir, loss)
-    steps.log_dataset(raw, logger)
-    splits, scaling = cached_step(steps.preprocess, reuse)(spec.preprocess, raw, spec.data.target_scaling)
-    model = steps.build_model(spec.model, splits.num_features, splits.num_outputs, spec.seed)
-    checkpoint = Checkpointer(logger, getattr(spec.train, "checkpoint_every", 1))
-    model, result = cached_step(steps.train, reuse)(model, splits, spec.train, spec.seed, logger, checkpoint=checkpoint)
-    report_cache_use(logger, reuse, result)
-    report = steps.evaluate(model, splits, scaling, spec.evaluate, result, logger)
-    model_uri = steps.log_model(model, spec.model, splits, scaling, logger)
+    with logger.phase("load-data"):
+        raw = cached_step(steps.load_data, reuse)(spec.data, spec.seed, base_dir, loss)
+        steps.log_dataset(raw, logger)
+    with logger.phase("preprocess"):
+        splits, scaling = cached_step(steps.preprocess, reuse)(spec.preprocess, raw, spec.data.target_scaling)
+    with logger.phase("build-model"):
+        model = steps.build_model(spec.model, splits.num_features, splits.num_outputs, spec.seed)
+    checkpoint = Checkpointer(logger, getattr(spec.train, "checkpoint_every", 1),
+                              min_seconds=getattr(spec.train, "checkpoint_seconds", 0.0))
+    with logger.phase("train"):
+        model, result = cached_step(steps.train, reuse)(model, splits, spec.train, spec.seed, logger,
+                                                        checkpoint=checkpoint)
+        report_cache_use(logger, reuse, result)
+    with logger.phase("evaluate"):
+        report = steps.evaluate(model, splits, scaling, spec.evaluate, result, logger)
+    with logger.phase("log-model"):
+        model_uri = steps.log_model(model, spec.model, splits, scaling, logger)
     return RunSummary(logger.run_id, model_uri, report["metrics"], splits.task)

@@ -24,18 +24,25 @@ def run_text(pipeline: ResolvedPipeline, logger: RunLogger, base_dir: Path) -> R
     """Run every step into `logger`'s MLflow run; returns run id, model URI, test metrics and task."""
     spec = pipeline.spec
     tokenize = tokenize_config(spec)
-    tokenizer = steps_text.load_tokenizer(spec.model, base_dir)
-    raw = steps_text.load_data(spec.data, spec.seed, base_dir)
-    steps_text.log_dataset(raw, logger)
-    splits = steps_text.tokenize(raw, tokenizer, tokenize, logger)
-    model = steps_text.build_model(spec.model, raw.classes, tokenizer, spec.seed, base_dir)
+    with logger.phase("load-data"):
+        tokenizer = steps_text.load_tokenizer(spec.model, base_dir)
+        raw = steps_text.load_data(spec.data, spec.seed, base_dir)
+        steps_text.log_dataset(raw, logger)
+    with logger.phase("tokenize"):
+        splits = steps_text.tokenize(raw, tokenizer, tokenize, logger)
+    with logger.phase("build-model"):
+        model = steps_text.build_model(spec.model, raw.classes, tokenizer, spec.seed, base_dir)
     reuse: dict[str, Any] = {}
-    checkpoint = Checkpointer(logger, getattr(spec.train, "checkpoint_every", 1))
-    model, result = cached_step(steps_text.train, reuse)(model, splits, tokenizer, spec.train, tokenize, spec.seed,
-                                                         logger, checkpoint=checkpoint)
-    report_cache_use(logger, reuse, result)
+    checkpoint = Checkpointer(logger, getattr(spec.train, "checkpoint_every", 1),
+                              min_seconds=getattr(spec.train, "checkpoint_seconds", 0.0))
+    with logger.phase("train"):
+        model, result = cached_step(steps_text.train, reuse)(model, splits, tokenizer, spec.train, tokenize,
+                                                             spec.seed, logger, checkpoint=checkpoint)
+        report_cache_use(logger, reuse, result)
     eval_batch_size = spec.train.eval_batch_size or max(spec.train.batch_size, 64)
-    report = steps_text.evaluate(model, splits, tokenizer, spec.evaluate, result, eval_batch_size, logger)
+    with logger.phase("evaluate"):
+        report = steps_text.evaluate(model, splits, tokenizer, spec.evaluate, result, eval_batch_size, logger)
     source = spec.model.pretrained or f"a fresh {spec.model.config['model_type']} model"
-    model_uri = steps_text.log_model(model, tokenizer, raw, logger, source)
+    with logger.phase("log-model"):
+        model_uri = steps_text.log_model(model, tokenizer, raw, logger, source)
     return RunSummary(logger.run_id, model_uri, report["metrics"], "classification")

@@ -1,5 +1,6 @@
 """A small JSON index beside the step cache: the last key parts of each step (to say what changed on a miss) and
-which MLflow run computed each key (to tag a run that reuses it). Safe across processes (an exclusive file lock
+which MLflow run computed each key (to tag a run that reuses it); the same for whole runs (`runs`, `latest_runs`:
+which finished MLflow run an unchanged rerun can reuse). Safe across processes (an exclusive file lock
 around each read-modify-write, atomic replace)."""
 from __future__ import annotations
 
@@ -33,15 +34,16 @@ def _read(folder: Path) -> dict[str, Any]:
         data = json.loads((folder / INDEX_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         data = {}
-    for section in ("latest", "keys"):
+    for section in ("latest", "keys", "runs", "latest_runs"):
         data.setdefault(section, {})
     return data
 
 
 def _write(folder: Path, data: dict[str, Any]) -> None:
-    keys = data["keys"]
-    if len(keys) > MAX_KEYS:
-        data["keys"] = dict(sorted(keys.items(), key=lambda kv: kv[1].get("time", 0))[-MAX_KEYS:])
+    for section in ("keys", "runs"):
+        entries = data[section]
+        if len(entries) > MAX_KEYS:
+            data[section] = dict(sorted(entries.items(), key=lambda kv: kv[1].get("time", 0))[-MAX_KEYS:])
     tmp = folder / f"{INDEX_FILE}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(data, indent=1, sort_keys=False), encoding="utf-8")
     os.replace(tmp, folder / INDEX_FILE)
@@ -86,3 +88,31 @@ def record(folder: Path, scope: str, key: str, parts: Mapping[str, Mapping[str, 
         data["latest"][scope] = {"key": key, "parts": parts}
         _write(folder, data)
     return reason, origin
+
+
+def find_runs(folder: Path, key: str) -> list[str]:
+    """MLflow runs that finished with whole-run key `key`, newest first."""
+    with _locked(folder):
+        entry = _read(folder)["runs"].get(key, {})
+    return [e["run_id"] for e in sorted(entry.get("runs", []), key=lambda e: e.get("time", 0), reverse=True)]
+
+
+def explain_run_miss(folder: Path, scope: str, parts: Mapping[str, Mapping[str, str]]) -> str:
+    """What changed since the last finished run of `scope` (a pipeline in a tracking store)."""
+    with _locked(folder):
+        previous = _read(folder)["latest_runs"].get(scope)
+    if previous is None:
+        return "no earlier finished run of this pipeline"
+    return explain_change(previous.get("parts"), parts)
+
+
+def record_run(folder: Path, scope: str, key: str, parts: Mapping[str, Mapping[str, str]], run_id: str) -> None:
+    """Record that MLflow run `run_id` finished with whole-run key `key` (the newest few per key are kept)."""
+    with _locked(folder):
+        data = _read(folder)
+        entry = data["runs"].setdefault(key, {"scope": scope, "runs": []})
+        entry["runs"] = [e for e in entry["runs"] if e.get("run_id") != run_id][-4:]
+        entry["runs"].append({"run_id": run_id, "time": time.time()})
+        entry["time"] = time.time()
+        data["latest_runs"][scope] = {"key": key, "parts": parts}
+        _write(folder, data)

@@ -36,6 +36,10 @@ class CustomModelConfig(StrictModel):
             found = None
         return [] if found else [(("target",), f"cannot find module '{module}' (is the project folder on PYTHONPATH?)")]
 
+    def code_modules(self) -> list[str]:
+        """The module `target` names: its code is part of a whole run's cache key (tasks/cache/run_key.py)."""
+        return [self.target.partition(":")[0]]
+
     def resolve(self) -> Any:
         module_name, _, attr = self.target.partition(":")
         obj: Any = importlib.import_module(module_name)

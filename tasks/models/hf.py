@@ -120,6 +120,18 @@ class HFSequenceClassificationConfig(StrictModel):
                                f"{did_you_mean(kind, CONFIG_MAPPING_NAMES)}"))
         return issues
 
+    def content_paths(self, base_dir: Path) -> list[Path]:
+        """Local folders the weights and tokenizer load from (a Hub id has none): their content is part of a whole
+        run's cache key (tasks/cache/run_key.py)."""
+        found = []
+        for key in ("pretrained", "tokenizer"):
+            value = getattr(self, key)
+            if value:
+                source = Path(resolve_source(value, base_dir, key))
+                if source.is_dir():
+                    found.append(source)
+        return found
+
     def tokenizer_source(self, base_dir: Path) -> str:
         return resolve_source(self.tokenizer or self.pretrained or "", base_dir, "tokenizer" if self.tokenizer else "pretrained")
 

@@ -84,9 +84,16 @@ class RunLogger:
     def __init__(self, run_id: str, tracking_uri: str) -> None:
         from mlflow import MlflowClient
 
+        from tasks.tracking.phases import PhaseTimer
+
         self.run_id = run_id
         self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri)
+        self.phases = PhaseTimer()  # tracked_run replaces it with the timer it started before opening the run
+
+    def phase(self, name: str) -> Any:
+        """Context manager timing the block as phase `name` of this run (tasks/tracking/phases.py)."""
+        return self.phases.phase(name)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         import time

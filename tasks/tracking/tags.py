@@ -24,7 +24,9 @@ GIT_COMMIT = "mlflow.source.git.commit"
 
 # --- step cache
 CACHE_PREFIX = "fuseflow.cache."
-REUSED_RUN = "fuseflow.reused_run_id"  # the run that trained the reused result
+REUSED_RUN = "fuseflow.reused_run_id"  # the run that trained the reused result (or, whole-run reuse, made it all)
+RUN_CACHE = "fuseflow.cache.run"  # reused: an unchanged rerun copied every output of REUSED_RUN; else computed
+RUN_CACHE_REASON = "fuseflow.cache.run.reason"  # why (which part of the whole-run key changed)
 TOKENIZE_CACHE = "fuseflow.tokenize_cache"  # per split: tokens reused or computed
 
 # --- registry and promotion

@@ -1,8 +1,11 @@
 """Training checkpoints in the MLflow run's own artifact storage (`checkpoints/epoch-0003.pt`).
 
-Saved every `train.checkpoint_every` epochs with everything a resume needs: model, optimizer, scheduler, the
-shuffling generator and torch RNG, early-stopping book-keeping, the epoch and the history. The newest `keep` are
-kept; loading tries the newest first and falls back to an older one if it is unreadable.
+Saved every `train.checkpoint_every` epochs, and at least `train.checkpoint_seconds` apart (an epoch due sooner is
+skipped; the last epoch's state is written when training ends, by `finish()`), with everything a resume needs:
+model, optimizer, scheduler, the shuffling generator and torch RNG, early-stopping book-keeping, the epoch and the
+history. The newest `keep` are kept; loading tries the newest first and falls back to an older one if it is
+unreadable. A checkpoint of a large network costs tens of milliseconds (a copy of the state, then its write):
+written every epoch, that was most of what a training epoch cost beyond the bare loop.
 
 When the run's artifacts are a local folder (the default sqlite store keeps them in `mlruns/artifacts/`), the
 checkpoint is written there directly, under a temporary name renamed into place (a kill never leaves half a
@@ -58,6 +61,7 @@ def epoch_hooks(logger: Any, checkpoint: Any = None,
             checkpoint(epoch, state)
         notify(epoch, metrics)  # a sweep's pruner may stop the trial here, its epochs logged and checkpointed
 
+    on_epoch_end.finish = getattr(checkpoint, "finish", lambda: None)  # type: ignore[attr-defined]
     return on_epoch_end, resume
 
 
@@ -92,18 +96,32 @@ def trainer_folder(checkpoint: Any) -> Optional[Path]:
 class Checkpointer:
     """`on_epoch_end`-style callable `(epoch, state)` that saves into one MLflow run; `latest()` loads back."""
 
-    def __init__(self, logger: Any, every: int = 1, keep: int = 2) -> None:
+    def __init__(self, logger: Any, every: int = 1, keep: int = 2, min_seconds: float = 0.0) -> None:
         self.logger = logger
         self.every = every
         self.keep = max(1, keep)
+        self.min_seconds = min_seconds
+        self._last_write: Optional[float] = None  # monotonic time of the last checkpoint started
+        self._pending: Optional[tuple[int, dict[str, Any]]] = None  # a due epoch skipped for min_seconds
         self._saved: Optional[list[int]] = None  # epochs saved in the run (read once, then kept up to date)
         self._artifact_uri: Optional[str] = None
         self._writer: Optional[threading.Thread] = None
         self._error: Optional[BaseException] = None
 
     def __call__(self, epoch: int, state: dict[str, Any]) -> None:
+        import time
+
         if not self.every or epoch % self.every:
             return
+        now = time.monotonic()
+        if self.min_seconds and self._last_write is not None and now - self._last_write < self.min_seconds:
+            self._pending = (epoch, state)  # no copy: `finish()` writes it once training has stopped changing it
+            return
+        if self.min_seconds and self._last_write is None:
+            self._last_write = now  # the first checkpoint comes `min_seconds` into training
+            self._pending = (epoch, state)
+            return
+        self._pending, self._last_write = None, now
         snapshot = _snapshot(state)  # training changes the live tensors while the copy is written
         self.wait()
         if self._saved is None:
@@ -112,6 +130,17 @@ class Checkpointer:
         self._writer = threading.Thread(target=self._write_safely, args=(epoch, snapshot),
                                         name="fuseflow-checkpoint", daemon=False)
         self._writer.start()
+
+    def finish(self) -> None:
+        """Training has ended: write the last due epoch skipped for `min_seconds` (before its weights change again,
+        e.g. by restoring the best epoch), and wait for every write."""
+        self.wait()
+        if self._pending is not None:
+            epoch, state = self._pending
+            self._pending = None
+            if self._saved is None:
+                self._saved = self.saved_epochs()
+            self._write(epoch, state)
 
     def wait(self) -> None:
         """Wait for the checkpoint being written, if any; a failed write raises here."""

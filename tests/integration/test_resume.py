@@ -27,6 +27,7 @@ pipelines:
       optimizer: {name: adamw, lr: 0.01}
       scheduler: {name: cosine}
       early_stopping: {monitor: val_loss, patience: 50}
+      checkpoint_seconds: 0   # a checkpoint every epoch (the default waits 30 s between them)
 """
 
 SLOWNET = """\

@@ -24,7 +24,10 @@ class TorchTrainConfig(TrainBase):
     backend: Literal["torch"]
     loss: Optional[str] = Field(None, description="a registered loss (cross_entropy, mse, or a plugin's); default: "
                                 "cross_entropy (classification), mse (regression)")
-    checkpoint_every: int = 1  # epochs between checkpoints (0: none); used by resume
+    checkpoint_every: int = Field(1, ge=0, description="epochs between checkpoints (0: none); used by resume")
+    checkpoint_seconds: float = Field(
+        30.0, ge=0, description="at least this many seconds between checkpoints (0: every `checkpoint_every` epochs); "
+        "the last epoch is always saved; a kill loses at most this much training")
     distributed: Optional[DistributedConfig] = Field(
         None, description="train with torch DDP in N processes on this machine (torchrun); batch_size is per process")
 
@@ -260,6 +263,8 @@ def train_torch(model: Any, data: dict[str, tuple[Any, Any]], task: str, config:
             if stopping and bad_epochs >= stopping.patience:
                 result.stopped_early = True
                 break
+    if on_epoch_end is not None and hasattr(on_epoch_end, "finish"):
+        on_epoch_end.finish()  # the last epoch's checkpoint, before the best weights are restored
     if stopping and stopping.restore_best and best_state is not None:
         core.load_state_dict(best_state)
     result.train_samples_per_s = samples / train_seconds if train_seconds else 0.0

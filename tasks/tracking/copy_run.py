@@ -1,0 +1,107 @@
+"""Copy what a finished MLflow run produced into another run: every metric with its history, the dataset inputs and
+the artifacts (evaluation report, plots, model), so that an unchanged rerun is complete on its own without
+computing anything again. Checkpoints are resume state of the original run and are not copied."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+from urllib.parse import urlparse
+from urllib.request import url2pathname
+
+#: top-level artifacts not copied: the original's resume state, and the config the new run has logged itself
+SKIPPED_ARTIFACTS = frozenset({"checkpoints", "pipeline.yaml", "timings.json"})
+MODEL_FILE = "MLmodel"
+
+
+def local_artifact_dir(artifact_uri: str) -> Optional[Path]:
+    """The folder of a run's artifacts when they are local files, else None."""
+    parsed = urlparse(artifact_uri)
+    if parsed.scheme not in ("file", ""):
+        return None
+    return Path(url2pathname(parsed.path))
+
+
+def copy_metrics(client: Any, origin: Any, run_id: str, started_ms: int) -> None:
+    """Every metric of `origin` with its full history (steps kept, times shifted to the new run's start)."""
+    from mlflow.entities import Metric
+
+    from tasks.tracking.phases import METRIC_PREFIX
+
+    shift = started_ms - origin.info.start_time
+    keys = sorted(k for k in origin.data.metrics if not k.startswith(METRIC_PREFIX))  # timings: the new run's own
+    batch = [Metric(key, m.value, m.timestamp + shift, m.step)
+             for key in keys for m in client.get_metric_history(origin.info.run_id, key)]
+    for i in range(0, len(batch), 1000):
+        client.log_batch(run_id, metrics=batch[i:i + 1000])
+
+
+def copy_datasets(client: Any, origin: Any, run_id: str) -> None:
+    """The dataset inputs of `origin` (same dataset rows, same context tags)."""
+    from mlflow.entities import DatasetInput
+
+    inputs = [DatasetInput(d.dataset, d.tags) for d in origin.inputs.dataset_inputs] if origin.inputs else []
+    if inputs:
+        client.log_inputs(run_id, datasets=inputs)
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    """A hard link where the file system allows it (artifacts are never changed in place), else a copy."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def _rewrite_model_files(folder: Path, origin_run_id: str, run_id: str) -> None:
+    """`run_id:` in each copied MLmodel names the new run (a fresh file, never the original's linked one)."""
+    for path in folder.rglob(MODEL_FILE):
+        text = path.read_text(encoding="utf-8")
+        path.unlink()
+        path.write_text(text.replace(f"run_id: {origin_run_id}", f"run_id: {run_id}"), encoding="utf-8")
+
+
+def copy_artifacts(client: Any, origin: Any, run_id: str, tracking_uri: str) -> list[str]:
+    """Copy the artifacts of `origin` into run `run_id` (hard links between local stores); top-level names copied."""
+    source, target = (local_artifact_dir(uri) for uri in (origin.info.artifact_uri,
+                                                           client.get_run(run_id).info.artifact_uri))
+    with tempfile.TemporaryDirectory(prefix="fuseflow-reuse-") as tmp:
+        if source is None:  # a remote artifact store: download, then log
+            from mlflow.artifacts import download_artifacts
+
+            names = [Path(a.path).name for a in client.list_artifacts(origin.info.run_id)]
+            names = [n for n in names if n not in SKIPPED_ARTIFACTS]
+            for name in names:
+                download_artifacts(run_id=origin.info.run_id, artifact_path=name, dst_path=tmp,
+                                   tracking_uri=tracking_uri)
+            staged = Path(tmp)
+        else:
+            names = sorted(p.name for p in source.iterdir() if p.name not in SKIPPED_ARTIFACTS) if source.is_dir() else []
+            staged = Path(tmp) if target is None else target
+            staged.mkdir(parents=True, exist_ok=True)
+            for name in names:
+                if (source / name).is_dir():
+                    shutil.copytree(source / name, staged / name, copy_function=_link_or_copy, dirs_exist_ok=True)
+                else:
+                    _link_or_copy(str(source / name), str(staged / name))
+        _rewrite_model_files(staged, origin.info.run_id, run_id)
+        if target is None or source is None:
+            for name in names:
+                path = staged / name
+                if path.is_dir():
+                    client.log_artifacts(run_id, str(path), name)
+                elif path.exists():
+                    client.log_artifact(run_id, str(path))
+    return names
+
+
+def copy_run_outputs(client: Any, origin_run_id: str, run_id: str, tracking_uri: str) -> Any:
+    """Copy metrics, dataset inputs and artifacts of finished run `origin_run_id` into `run_id`; returns the origin."""
+    origin = client.get_run(origin_run_id)
+    started = client.get_run(run_id).info.start_time
+    copy_metrics(client, origin, run_id, started)
+    copy_datasets(client, origin, run_id)
+    copy_artifacts(client, origin, run_id, tracking_uri)
+    return origin
