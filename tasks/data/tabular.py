@@ -50,8 +50,8 @@ def load_tabular(config: Any, seed: int, base_dir: Path, loss: str | None = None
     Xs = {"train": X_train, "validation": X_val, "test": X_test}
     ys = {"train": y_train, "validation": y_val, "test": y_test}
     if config.max_samples:
-        Xs = {k: v[: config.max_samples] for k, v in Xs.items()}
-        ys = {k: v[: config.max_samples] for k, v in ys.items()}
+        Xs = {k: v[: config.max_rows(k)] for k, v in Xs.items()}
+        ys = {k: v[: config.max_rows(k)] for k, v in ys.items()}
     return TabularSplits(name=config.describe(), task=task, feature_names=[str(c) for c in features.columns],
                          X=Xs, y=ys, classes=classes, source=config.describe())
 

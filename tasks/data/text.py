@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from tasks.data.splits import SPLITS
 from tasks.errors import ConfigError, did_you_mean
@@ -181,16 +181,17 @@ def load_text(config: Any, seed: int, base_dir: Path) -> TextSplits:
         split_seed = seed if getattr(config.split, "seed", None) is None else config.split.seed
         prepared.update(carve(prepared.pop("train"), missing, split_seed, config.split.stratify))
     if config.max_samples:
-        prepared = {role: _first(ds, config.max_samples, seed, role in roles) for role, ds in prepared.items()}
+        prepared = {role: _first(ds, config.max_rows(role), seed, role in roles) for role, ds in prepared.items()}
     digests = {split: split_digest(prepared[split], columns) for split in SPLITS}
     digest = hashlib.sha256(repr((digests, names)).encode()).hexdigest()[:16]
     return TextSplits(name=config.describe(), text_columns=columns, datasets={s: prepared[s] for s in SPLITS},
                       classes=names, source=config.describe(), digest=digest, split_digests=digests)
 
 
-def _first(ds: Any, n: int, seed: int, shuffle: bool) -> Any:
-    """At most `n` rows; a split of the source is shuffled first (our own splits already are random)."""
-    if len(ds) <= n:
+def _first(ds: Any, n: Optional[int], seed: int, shuffle: bool) -> Any:
+    """At most `n` rows (all without a cap); a split of the source is shuffled first (our own splits already are
+    random)."""
+    if n is None or len(ds) <= n:
         return ds
     return (ds.shuffle(seed=seed) if shuffle else ds).select(range(n))
 

@@ -110,3 +110,27 @@ def test_steps_compose_their_scaling_so_the_logged_model_repeats_them():
     again = (raw.X["test"] - np.asarray(scaling.feature_mean)) / np.asarray(scaling.feature_scale)
     assert np.allclose(again, scaled.X["test"], atol=1e-4)
     assert np.allclose(scaled.X["train"].std(0), 1, atol=1e-3)
+
+
+@pytest.mark.parametrize("value, sizes", [
+    (20, {"train": 20, "validation": 20, "test": 20}),
+    ({"train": 50, "test": 10}, {"train": 50, "validation": 22, "test": 10}),
+])
+def test_max_samples_caps_every_split_or_each_named_one(value, sizes):
+    config = SklearnData(source="sklearn", name="iris", max_samples=value)
+    splits = load_tabular(config, 0, None)
+    assert {name: len(splits.y[name]) for name in ("train", "validation", "test")} == sizes
+
+
+@pytest.mark.parametrize("value, fragment", [
+    ({"train": 0}, "greater than 0"),
+    ({"trian": 5}, "trian"),
+    (True, "boolean"),
+    (-3, "greater than 0"),
+])
+def test_max_samples_is_checked_before_the_run(value, fragment):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as err:
+        SklearnData(source="sklearn", name="iris", max_samples=value)
+    assert fragment in str(err.value)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, Union
 
 from pydantic import Field, model_validator
 
@@ -31,6 +31,14 @@ class SplitConfig(StrictModel):
         return self
 
 
+class SplitSizes(StrictModel):
+    """`max_samples: {train: 1500, validation: 300, test: 800}`: a cap per split (a split not named is not capped)."""
+
+    train: Optional[int] = Field(None, gt=0)
+    validation: Optional[int] = Field(None, gt=0)
+    test: Optional[int] = Field(None, gt=0)
+
+
 class DataBase(StrictModel):
     """Keys shared by every data source."""
 
@@ -38,7 +46,15 @@ class DataBase(StrictModel):
     task: Literal["auto", "classification", "regression"] = "auto"
     target_scaling: Literal["auto", "standard", "none"] = Field(
         "auto", description="regression targets are standardized on train by default (auto); predictions map back")
-    max_samples: Optional[int] = Field(None, gt=0, description="keep at most this many rows per split (quick runs)")
+    max_samples: Optional[Union[Annotated[int, Field(gt=0)], SplitSizes]] = Field(
+        None, description="keep at most this many rows of each split (quick runs), or per split: "
+        "{train: 1500, validation: 300, test: 800}")
+
+    def max_rows(self, split: str) -> Optional[int]:
+        """The cap on split `split` (`train`, `validation`, `test`), or None."""
+        if isinstance(self.max_samples, SplitSizes):
+            return getattr(self.max_samples, split)
+        return self.max_samples
 
     @property
     def modality(self) -> Modality:

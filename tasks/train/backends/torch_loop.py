@@ -197,7 +197,8 @@ def train_torch(model: Any, data: dict[str, tuple[Any, Any]], task: str, config:
     samples, train_seconds = 0, 0.0
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[info]}"), TimeRemainingColumn()]
-    with Progress(*columns, disable=not show_progress, transient=False) as progress:
+    # the bar moves once per epoch: a few redraws a second are plenty (each redraw takes the GIL from training)
+    with Progress(*columns, disable=not show_progress, transient=False, refresh_per_second=2) as progress:
         epochs_bar = progress.add_task("epochs", total=config.epochs, completed=start_epoch - 1, info="")
         for epoch in range(start_epoch, config.epochs + 1):
             model.train()
