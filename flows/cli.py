@@ -90,8 +90,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     def call() -> Any:
         from flows.pipeline import run_pipeline  # imports Prefect: inside the chosen API's environment
 
-        return run_pipeline(args.name, {o.key: o.value for o in overrides} or None, args.file,
-                            no_cache=args.no_cache, resume=args.resume)
+        from tasks.tracking.phases import process_started_at, startup_clock
+
+        prefect_api.wait_ready()  # a background server starts while the import above runs
+        with startup_clock(process_started_at()):  # the run's `startup` phase counts from this process' start
+            return run_pipeline(args.name, {o.key: o.value for o in overrides} or None, args.file,
+                                no_cache=args.no_cache, resume=args.resume)
 
     return _report_run(args.name, prefect_api, call, _print_summary)
 
@@ -102,15 +106,21 @@ def cmd_rerun(args: argparse.Namespace) -> int:
         return EXIT_RUN_FAILED
     from flows.rerun import print_rerun, rerun
 
-    return _report_run(f"rerun-{args.run_id[:12]}", prefect_api,
-                       lambda: rerun(args.run_id, args.tracking_uri, args.use_cache), print_rerun)
+    def call() -> Any:
+        import flows.pipeline  # noqa: F401 - the heavy imports of the run, while a background server starts
+
+        prefect_api.wait_ready()
+        return rerun(args.run_id, args.tracking_uri, args.use_cache)
+
+    return _report_run(f"rerun-{args.run_id[:12]}", prefect_api, call, print_rerun)
 
 
 def _report_run(label: str, prefect_api: Any, call: Any, show: Any) -> int:
     """Run `call` against `prefect_api` (a `PrefectApiChoice`) with tracebacks routed to a log file; exit code and
     one-line errors as the CLI promises. Prefect reads its settings when it is first imported, so everything that
-    imports it (the log set-up, `call`) runs inside the chosen API's environment."""
-    with environment(prefect_api.env):
+    imports it (the log set-up, `call`) runs inside the chosen API's environment; a background server's lease is
+    held throughout, and released however the run ends."""
+    with environment(prefect_api.env), prefect_api.hold():
         return _run_and_report(label, prefect_api.description, call, show)
 
 
@@ -118,6 +128,7 @@ def _run_and_report(label: str, description: str, call: Any, show: Any) -> int:
     import logging
 
     from flows.logs import route_tracebacks_to_file
+    from flows.server import PrefectServerDown
 
     log_file = route_tracebacks_to_file(label)
     logging.getLogger("fuseflow").info(description)
@@ -129,6 +140,9 @@ def _run_and_report(label: str, description: str, call: Any, show: Any) -> int:
     except ConfigError as err:
         _print_config_error(err)
         return EXIT_CONFIG
+    except PrefectServerDown as exc:  # the background server did not come up: no run was started
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_RUN_FAILED
     except Exception as exc:  # noqa: BLE001 - one line on screen, the traceback is in the log file
         print(f"error: run failed: {type(exc).__name__}: {exc}\n(the MLflow run is marked FAILED; "
               f"traceback in {log_file})", file=sys.stderr)
@@ -168,6 +182,16 @@ def cmd_up(args: argparse.Namespace) -> int:
     from flows.stack import up
 
     return up(args.file, args.names, prefect_port=args.prefect_port, mlflow_port=args.mlflow_port)
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from flows.server_command import status_lines, stop_server
+
+    project = Path(args.file).parent
+    print("\n".join(status_lines(project)) if args.action == "status" else stop_server(project), flush=True)
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -212,6 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--file", default=DEFAULT_FILE, help="pipelines file (default: %(default)s)")
     p.add_argument("--prefect-port", type=int, default=4200, help="Prefect server and UI port (default: %(default)s)")
     p.add_argument("--mlflow-port", type=int, default=5000, help="MLflow server and UI port (default: %(default)s)")
+    p = add("server", "the project's background Prefect server that `run` starts and reuses: status, or stop it",
+            cmd_server)
+    p.add_argument("action", choices=("status", "stop"), help="status: address, pids, idle time, runs using it; "
+                   "stop: stop it now (exit 0 also when none runs)")
+    p.add_argument("--file", default=DEFAULT_FILE, help="pipelines file whose folder holds the server's state "
+                   "(default: %(default)s)")
     return parser
 
 

@@ -25,6 +25,7 @@ os.environ.update({
     "HF_DATASETS_CACHE": str(_SESSION_TMP / "hf-datasets"),
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "FUSEFLOW_LOG_DIR": str(_SESSION_TMP / "logs"),
+    "FUSEFLOW_PREFECT_SERVER": "temporary",  # no background servers; tests/e2e/test_background_server.py asks for them
 })
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.pop("PREFECT_API_URL", None)

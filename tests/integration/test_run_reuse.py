@@ -97,6 +97,8 @@ def test_an_unchanged_rerun_reuses_every_output_of_the_earlier_run(prefect_harne
     client = MlflowClient(tracking_uri)
     first = run_pipeline("iris-reuse", None, "pipelines.yaml")
     assert _tags(tracking_uri, first.run_id)["fuseflow.cache.run"] == "computed"
+    timings = client.get_run(first.run_id).data.metrics
+    assert {"timing/open-run_s", "timing/load-data_s", "timing/train_s", "timing/log-model_s"} <= set(timings)
 
     again = run_pipeline("iris-reuse", None, "pipelines.yaml")
     assert again.run_id != first.run_id
@@ -108,13 +110,15 @@ def test_an_unchanged_rerun_reuses_every_output_of_the_earlier_run(prefect_harne
     run = client.get_run(again.run_id)
     assert run.info.status == "FINISHED"
     assert again.metrics == first.metrics and again.metrics["test_accuracy"] > 0
-    assert run.data.metrics == client.get_run(first.run_id).data.metrics
+    own = {k: v for k, v in run.data.metrics.items() if not k.startswith("timing/")}
+    assert own == {k: v for k, v in client.get_run(first.run_id).data.metrics.items() if not k.startswith("timing/")}
+    assert "timing/reuse_s" in run.data.metrics and "timing/train_s" not in run.data.metrics
     assert [m.step for m in client.get_metric_history(again.run_id, "val_loss")] == [1, 2, 3]
     assert run.data.params == client.get_run(first.run_id).data.params
     assert [d.dataset.digest for d in run.inputs.dataset_inputs] == \
         [d.dataset.digest for d in client.get_run(first.run_id).inputs.dataset_inputs]
     names = {a.path for a in client.list_artifacts(again.run_id)}
-    assert {"model", "evaluation", "pipeline.yaml"} <= names and "checkpoints" not in names
+    assert {"model", "evaluation", "pipeline.yaml", "timings.json"} <= names and "checkpoints" not in names
     assert {a.path for a in client.list_artifacts(again.run_id, "evaluation")} == \
         {a.path.replace(first.run_id, again.run_id) for a in client.list_artifacts(first.run_id, "evaluation")}
 

@@ -1,4 +1,5 @@
-"""Which Prefect API `fuseflow run` uses: PREFECT_API_URL, else the server of `fuseflow up`, else Prefect's own."""
+"""Which Prefect API `fuseflow run` uses: PREFECT_API_URL, else the server of `fuseflow up`, else Prefect's own
+(a profile's server, or the temporary or background server: see test_local_server.py)."""
 from __future__ import annotations
 
 import json
@@ -56,11 +57,13 @@ def test_a_running_stack_server_is_used(project_dir, health_server, monkeypatch)
 
 
 def test_a_stale_stack_file_falls_back_to_prefects_choice(project_dir, monkeypatch):
+    """With FUSEFLOW_PREFECT_SERVER=temporary (tests/unit/test_local_server.py covers the default, background)."""
     import os
 
     from flows.server import choose_prefect_api
 
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setenv("FUSEFLOW_PREFECT_SERVER", "temporary")
     _write_stack(project_dir, _dead_url())
     choice = choose_prefect_api()
     assert "temporary local server" in choice.description and choice.env == {}
