@@ -120,7 +120,9 @@ def _report_run(label: str, prefect_api: Any, call: Any, show: Any) -> int:
     one-line errors as the CLI promises. Prefect reads its settings when it is first imported, so everything that
     imports it (the log set-up, `call`) runs inside the chosen API's environment; a background server's lease is
     held throughout, and released however the run ends."""
-    with environment(prefect_api.env), prefect_api.hold():
+    from flows.signals import sigterm_raises
+
+    with environment(prefect_api.env), prefect_api.hold(), sigterm_raises():
         return _run_and_report(label, prefect_api.description, call, show)
 
 
@@ -147,6 +149,14 @@ def _run_and_report(label: str, description: str, call: Any, show: Any) -> int:
         print(f"error: run failed: {type(exc).__name__}: {exc}\n(the MLflow run is marked FAILED; "
               f"traceback in {log_file})", file=sys.stderr)
         return EXIT_RUN_FAILED
+    except BaseException as exc:  # SIGTERM (docker stop, Kubernetes, a CI timeout); anything else goes on up
+        from flows.signals import EXIT_TERMINATED, is_termination
+
+        if not is_termination(exc):
+            raise
+        print("error: terminated by SIGTERM; an open MLflow run is marked KILLED (`fuseflow run NAME --resume` "
+              "continues it from its last checkpoint)", file=sys.stderr)
+        return EXIT_TERMINATED
     show(summary)
     return EXIT_OK
 

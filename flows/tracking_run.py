@@ -11,6 +11,7 @@ from typing import Any, Iterator, Mapping
 
 import yaml
 
+from flows.signals import is_termination
 from tasks.pipeline.spec import PipelineSpec
 from tasks.tracking import tags
 from tasks.tracking.logger import RunLogger, artifact_root_for, flatten, prepare_store, resolve_tracking_uri
@@ -127,6 +128,11 @@ def tracked_run(spec: PipelineSpec, overrides: Mapping[str, Any] | None, base_di
         client.set_terminated(run.info.run_id, "KILLED")
         raise
     except BaseException as exc:
+        if is_termination(exc):  # SIGTERM: stopped from outside, not failed
+            client.set_tag(run.info.run_id, tags.ERROR, f"terminated by SIGTERM; `fuseflow run {spec.name} --resume` "
+                           "continues it from its last checkpoint")
+            client.set_terminated(run.info.run_id, "KILLED")
+            raise
         client.set_tag(run.info.run_id, tags.ERROR, f"{type(exc).__name__}: {exc}"[:5000])
         client.set_terminated(run.info.run_id, "FAILED")
         log_timings(timer, logger, log)  # after the run is marked: where a failed run's time went

@@ -116,3 +116,13 @@ def record_run(folder: Path, scope: str, key: str, parts: Mapping[str, Mapping[s
         entry["time"] = time.time()
         data["latest_runs"][scope] = {"key": key, "parts": parts}
         _write(folder, data)
+
+
+def credit(folder: Path, key: str, run_id: str) -> None:
+    """Record that MLflow run `run_id` computed `key` (runs deciding "computed" at the same moment all wrote their own
+    id; the one whose training is in the stored result is the right one)."""
+    with _locked(folder):
+        data = _read(folder)
+        if key in data["keys"]:
+            data["keys"][key]["run_id"] = run_id
+            _write(folder, data)

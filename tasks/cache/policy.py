@@ -209,9 +209,19 @@ def report_cache_use(logger: Any, found: dict[str, dict[str, Any]], train_result
     """Tag the MLflow run with each step's decision (`found`, from `cached_step`); a reused training is tagged with
     the run that trained it and its per-epoch history and summary are logged into this run too, so the run is
     complete on its own."""
+    train = found.get("train")
+    trained_by = getattr(train_result, "run_id", None)
+    if train and trained_by and trained_by != getattr(logger, "run_id", None):
+        # identical runs started together all decide "computed"; one trains, the others wait for its lock and read
+        # its result: for them the training is reused, with its epoch history
+        if train["status"] == "computed":
+            train.update(status="cached", reason=f"same key as MLflow run {trained_by} (it trained while this run "
+                         "waited for it)")
+            if train.get("key"):
+                cache_index.credit(current_options().folder, train["key"], trained_by)
+        train["origin_run_id"] = trained_by
     found_tags: dict[str, Any] = {tags.cache_step(step): d["status"] for step, d in found.items()}
     found_tags.update({tags.cache_reason(step): d["reason"] for step, d in found.items()})
-    train = found.get("train")
     if train and train["status"] == "cached":
         found_tags[tags.REUSED_RUN] = train.get("origin_run_id") or "unknown (cache index cleared)"
         if getattr(train_result, "history", None):

@@ -2,9 +2,11 @@
 (default `champion`) to the new version only when it beats the current holder on the same metric."""
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, Optional
+from pathlib import Path
+from typing import Any, Iterator, Literal, Optional
 
 from pydantic import Field, field_validator
 
@@ -125,11 +127,32 @@ def register_and_promote(tracking: Any, run_id: str, model_uri: str, tracking_ur
     decision = Decision(tracking.register, str(version.version), message=f"registered {tracking.register} "
                         f"version {version.version}")
     if promote:
-        decision = decide(client, decision, promote, value)
+        with promotion_lock(tracking_uri, decision.model, promote.alias):  # read the holder and move it as one step
+            decision = decide(client, decision, promote, value)
         client.set_model_version_tag(decision.model, decision.version, promote.metric, str(value))
     client.set_tag(run_id, tags.REGISTERED_MODEL, f"{decision.model}/{decision.version}")
     client.set_tag(run_id, tags.PROMOTION, decision.message)
     return decision
+
+
+@contextlib.contextmanager
+def promotion_lock(tracking_uri: str, model: str, alias: str) -> Iterator[None]:
+    """An exclusive lock per (store, model, alias) for every process of this machine: two runs promoting at once
+    would otherwise both read the same holder and both move the alias, the worse one last."""
+    import hashlib
+    import tempfile
+
+    folder = Path(tempfile.gettempdir()) / "fuseflow-locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    name = hashlib.sha256(f"{tracking_uri}|{model}|{alias}".encode()).hexdigest()[:24]
+    with open(folder / f"promote-{name}.lock", "a+") as handle:
+        try:
+            import fcntl
+
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except ImportError:  # pragma: no cover - not POSIX: unserialised
+            pass
+        yield
 
 
 def decide(client: Any, decision: Decision, promote: PromoteConfig, value: float) -> Decision:

@@ -43,6 +43,7 @@ def finish_training(result: Any, logger: Any, checkpoint: Any = None) -> None:
     if hasattr(checkpoint, "wait"):
         checkpoint.wait()  # the last checkpoint is written before the step ends
     if logger:
+        result.run_id = getattr(logger, "run_id", None)
         logger.log_metrics({"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                             "train_samples_per_s": result.train_samples_per_s})
 

@@ -72,6 +72,7 @@ class TrainResult:
     epochs_run: int = 0
     stopped_early: bool = False
     train_samples_per_s: float = 0.0
+    run_id: Optional[str] = None  # the MLflow run that trained it (a run reading the cached result is another one)
 
 
 EpochCallback = Callable[[int, dict[str, float], dict[str, Any]], None]

@@ -51,3 +51,32 @@ def test_four_concurrent_runs_on_one_sqlite_store(prefect_harness, project_dir, 
         assert [m.step for m in client.get_metric_history(run_id, "val_loss")] == [1, 2, 3, 4]
         artifact_dirs.add(run.info.artifact_uri)
     assert len(artifact_dirs) == 4
+
+
+@pytest.mark.slow
+def test_three_identical_runs_at_once_each_hold_the_epoch_history(prefect_harness, project_dir, tracking_uri):
+    """Started together, all three decide to train; one trains, the others wait for its lock and read its result.
+    Each run still holds the full epoch history, and each names the run that trained (before, two of three ended
+    FINISHED with no train_loss, val_loss or lr, and the cache index credited the training to the wrong run)."""
+    from mlflow import MlflowClient
+
+    write_pipelines(project_dir)
+    env = cli_env(project_dir)
+    procs = [subprocess.Popen([sys.executable, "-m", "flows.cli", "run", "iris-tiny"], cwd=project_dir, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(3)]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    for proc, out in zip(procs, outputs):
+        assert proc.returncode == 0, out[-3000:]
+    client = MlflowClient(tracking_uri)
+    runs = [client.get_run(out.split("MLflow run id: ")[1].split()[0]) for out in outputs]
+    trained = [r.info.run_id for r in runs if r.data.tags.get("fuseflow.cache.train") == "computed"]
+    assert len(trained) == 1, [r.data.tags.get("fuseflow.cache.train") for r in runs]
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        for metric in ("train_loss", "val_loss", "lr"):
+            assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == [1, 2, 3, 4], metric
+        if run.info.run_id != trained[0]:
+            assert run.data.tags["fuseflow.reused_run_id"] == trained[0]
+    index = json.loads((project_dir / ".fuseflow" / "cache" / "index.json").read_text())
+    train_keys = [entry for entry in index["keys"].values() if entry["scope"].endswith("/train")]
+    assert [entry["run_id"] for entry in train_keys] == trained

@@ -165,3 +165,43 @@ def test_flow_registers_promotes_and_reports(project_dir, tracking_uri, prefect_
     assert "kept @champion on version 1" in artifact.data
     assert f"| new: 2 | {f1[1]:.4f} |" in artifact.data and f"| @champion before: 1 | {f1[0]:.4f} |" in artifact.data
     assert f"| test_f1_macro | {f1[1]:.4f} |" in artifact.data
+
+
+def test_two_promotions_at_once_do_not_both_move_the_alias(store, monkeypatch):
+    """Both read the holder before either moved it: without a lock the worse one, moving last, would win."""
+    import threading
+    import time
+
+    from tasks.tracking import promotion
+
+    client, exp, uri, name = store
+    tracking = _tracking(name, metric="test_f1_macro")
+    base = _fake_run(client, exp, 0.50)
+    register_and_promote(tracking, base, f"runs:/{base}/model", uri)
+    better, worse = _fake_run(client, exp, 0.90), _fake_run(client, exp, 0.80)
+    read_holder = promotion.current_holder
+    pause = {better: 0.3, worse: 1.5}  # the worse run reads at once, then decides last
+    local = threading.local()
+
+    def slow_holder(*args):
+        found = read_holder(*args)
+        time.sleep(pause[local.run_id])
+        return found
+
+    monkeypatch.setattr(promotion, "current_holder", slow_holder)
+    decisions = {}
+
+    def promote(run_id, delay):
+        local.run_id = run_id
+        time.sleep(delay)
+        decisions[run_id] = register_and_promote(tracking, run_id, f"runs:/{run_id}/model", uri)
+
+    threads = [threading.Thread(target=promote, args=(better, 0.0)), threading.Thread(target=promote, args=(worse, 0.1))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    holder = client.get_model_version_by_alias(name, "champion")
+    assert holder.run_id == better
+    assert decisions[better].promoted and not decisions[worse].promoted
+    assert decisions[worse].champion_version == decisions[better].version  # it saw the first promotion

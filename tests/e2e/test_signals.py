@@ -1,0 +1,124 @@
+"""SIGTERM (docker stop, Kubernetes, a CI timeout) ends a `fuseflow run` cleanly: the MLflow run KILLED with an error
+line, the Prefect flow run not left Running, exit 143, and no child process (a temporary Prefect server) left."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.helpers import cli_env, write_pipelines
+
+pytestmark = pytest.mark.e2e
+
+PIPELINE = """\
+pipelines:
+  slow-iris:
+    seed: 3
+    data: {source: sklearn, name: iris}
+    preprocess: [standardize]
+    model: {type: custom, target: "slowterm:build", params: {delay: 0.05}}
+    train: {backend: torch, epochs: 200, batch_size: 16, optimizer: {name: adamw, lr: 0.01}}
+"""
+
+SLOW = """\
+import time
+
+import torch.nn as nn
+
+
+class Slow(nn.Module):
+    def __init__(self, in_features, out_features, delay):
+        super().__init__()
+        self.net = nn.Linear(in_features, out_features)
+        self.delay = delay
+
+    def forward(self, x):
+        if self.training:
+            time.sleep(self.delay)
+        return self.net(x)
+
+
+def build(in_features, out_features, delay=0.0):
+    return Slow(in_features, out_features, delay)
+"""
+
+
+def _start(project: Path, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "flows.cli", "run", "slow-iris"], cwd=project, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def _wait_training(uri: str, proc: subprocess.Popen, timeout: float = 180) -> str:
+    """The id of the run once its first epoch is logged."""
+    from mlflow import MlflowClient
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[0][-3000:]
+        try:
+            runs = MlflowClient(uri).search_runs(
+                [e.experiment_id for e in MlflowClient(uri).search_experiments()], "metrics.train_loss > -1")
+        except Exception:  # noqa: BLE001 - the store is being created
+            runs = []
+        if runs:
+            return runs[0].info.run_id
+        time.sleep(0.5)
+    raise AssertionError("training never started")
+
+
+def _terminate(proc: subprocess.Popen) -> str:
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    return out
+
+
+@pytest.fixture
+def project(project_dir, tracking_uri):
+    write_pipelines(project_dir, PIPELINE)
+    (project_dir / "slowterm.py").write_text(SLOW)
+    return project_dir
+
+
+def test_sigterm_marks_the_runs_killed_and_exits_143(prefect_harness, project, tracking_uri):
+    from mlflow import MlflowClient
+    from prefect import get_client
+
+    proc = _start(project, cli_env(project))
+    run_id = _wait_training(tracking_uri, proc)
+    out = _terminate(proc)
+    assert proc.returncode == 143, out[-3000:]
+    assert "error: terminated by SIGTERM" in out and "--resume" in out
+    assert "Traceback" not in out
+    run = MlflowClient(tracking_uri).get_run(run_id)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["fuseflow.error"].startswith("terminated by SIGTERM")
+    flow_run_id = run.data.tags["prefect.flow_run_id"]
+
+    async def state() -> str:
+        async with get_client() as client:
+            return (await client.read_flow_run(flow_run_id)).state.type.value
+
+    assert asyncio.run(state()) in {"CRASHED", "CANCELLED", "FAILED"}
+
+
+def test_sigterm_leaves_no_temporary_server_behind(project, tracking_uri):
+    import psutil
+
+    env = {**cli_env(project), "FUSEFLOW_PREFECT_SERVER": "temporary"}
+    env.pop("PREFECT_API_URL")
+    proc = _start(project, env)
+    _wait_training(tracking_uri, proc)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert children, "expected Prefect's temporary server as a child process"
+    out = _terminate(proc)
+    assert proc.returncode == 143, out[-3000:]
+    gone, alive = psutil.wait_procs(children, timeout=30)
+    for child in alive:
+        child.kill()
+    assert not alive, f"left running: {[c.cmdline() for c in alive]}"
