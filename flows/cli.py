@@ -146,8 +146,8 @@ def _run_and_report(label: str, description: str, call: Any, show: Any) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_RUN_FAILED
     except Exception as exc:  # noqa: BLE001 - one line on screen, the traceback is in the log file
-        print(f"error: run failed: {type(exc).__name__}: {exc}\n(the MLflow run is marked FAILED; "
-              f"traceback in {log_file})", file=sys.stderr)
+        print(f"error: run failed: {type(exc).__name__}: {exc}\n({_run_state(exc)}; traceback in {log_file})",
+              file=sys.stderr)
         return EXIT_RUN_FAILED
     except BaseException as exc:  # SIGTERM (docker stop, Kubernetes, a CI timeout); anything else goes on up
         from flows.signals import EXIT_TERMINATED, is_termination
@@ -159,6 +159,18 @@ def _run_and_report(label: str, description: str, call: Any, show: Any) -> int:
         return EXIT_TERMINATED
     show(summary)
     return EXIT_OK
+
+
+def _run_state(exc: BaseException) -> str:
+    """What became of the MLflow run of a failed run, truly: marked FAILED, left RUNNING (the store refused), or
+    never opened."""
+    outcome = getattr(exc, "fuseflow_run", None)
+    if outcome is None:
+        return "no MLflow run was opened"
+    if outcome.status == "RUNNING":
+        return (f"the MLflow run {outcome.run_id} could not be marked FAILED ({outcome.problem}): it stays RUNNING; "
+                "once the tracking server answers, `fuseflow run NAME --resume` continues it")
+    return "the MLflow run is marked FAILED"
 
 
 def _print_summary(summary: Any) -> None:

@@ -6,8 +6,9 @@ import json
 import logging
 import subprocess
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Optional
 
 import yaml
 
@@ -53,6 +54,26 @@ def prefect_context() -> dict[str, str | None]:
     # the UI's own flow-run link (`flow_run.ui_url` gives 'None/flow-runs/...' on the ephemeral API, which has no UI)
     url = url_for("flow-run", obj_id=run_id) if run_id else None
     return {tags.FLOW_RUN_ID: run_id, tags.FLOW_RUN_URL: url, tags.DEPLOYMENT: deployment.name}
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """How a failed run's MLflow run was left (attached to the exception as `fuseflow_run`): `status` is what the
+    store says now (`FAILED`, `KILLED`, or `RUNNING` when it could not be marked, `problem` saying why)."""
+
+    run_id: str
+    status: str
+    problem: Optional[str] = None
+
+
+def close_run(client: Any, run_id: str, status: str, error: str) -> Optional[str]:
+    """Tag the error and end the run with `status`; None, or why the store refused (a tracking server gone)."""
+    try:
+        client.set_tag(run_id, tags.ERROR, error)
+        client.set_terminated(run_id, status)
+    except Exception as exc:  # noqa: BLE001 - reported with the run's true state
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+    return None
 
 
 def experiment_id(client: Any, name: str, uri: str) -> str:
@@ -129,13 +150,14 @@ def tracked_run(spec: PipelineSpec, overrides: Mapping[str, Any] | None, base_di
         raise
     except BaseException as exc:
         if is_termination(exc):  # SIGTERM: stopped from outside, not failed
-            client.set_tag(run.info.run_id, tags.ERROR, f"terminated by SIGTERM; `fuseflow run {spec.name} --resume` "
-                           "continues it from its last checkpoint")
-            client.set_terminated(run.info.run_id, "KILLED")
-            raise
-        client.set_tag(run.info.run_id, tags.ERROR, f"{type(exc).__name__}: {exc}"[:5000])
-        client.set_terminated(run.info.run_id, "FAILED")
-        log_timings(timer, logger, log)  # after the run is marked: where a failed run's time went
+            status, error = "KILLED", (f"terminated by SIGTERM; `fuseflow run {spec.name} --resume` continues it "
+                                       "from its last checkpoint")
+        else:
+            status, error = "FAILED", f"{type(exc).__name__}: {exc}"[:5000]
+        problem = close_run(client, run.info.run_id, status, error)
+        exc.fuseflow_run = RunOutcome(run.info.run_id, status if problem is None else "RUNNING", problem)
+        if problem is None and status == "FAILED":
+            log_timings(timer, logger, log)  # after the run is marked: where a failed run's time went
         raise
     else:
         log_timings(timer, logger, log)
