@@ -4,11 +4,47 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Optional
 
 from pydantic import Field, field_validator
 
 from tasks.registry import MODELS, StrictModel
+
+
+def top_level_names(path: Any) -> Optional[set[str]]:
+    """Names a Python source file binds at its top level (defs, classes, assignments, imports), read without
+    importing it; None when that cannot be known (not a source file, a syntax error, `import *` or a module
+    `__getattr__`), so that only a name surely missing is reported."""
+    import ast
+
+    if not path or not str(path).endswith(".py"):
+        return None
+    try:
+        tree = ast.parse(open(path, encoding="utf-8").read())
+    except (OSError, SyntaxError, ValueError):
+        return None
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            if any(alias.name == "*" for alias in node.names):
+                return None
+            names |= {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+        elif isinstance(node, (ast.If, ast.Try, ast.With, ast.For, ast.While)):  # bound here maybe: counts as bound
+            for inner in ast.walk(node):
+                if isinstance(inner, (ast.Import, ast.ImportFrom)) and any(a.name == "*" for a in inner.names):
+                    return None
+                if isinstance(inner, (ast.Import, ast.ImportFrom)):
+                    names |= {(alias.asname or alias.name).split(".")[0] for alias in inner.names}
+                elif isinstance(inner, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    names.add(inner.name)
+                elif isinstance(inner, ast.Name) and isinstance(inner.ctx, ast.Store):
+                    names.add(inner.id)
+    return None if "__getattr__" in names else names
 
 
 @MODELS.register
@@ -29,12 +65,21 @@ class CustomModelConfig(StrictModel):
         return value
 
     def preflight(self, base_dir: Any) -> list[tuple[tuple, str]]:
-        module = self.target.partition(":")[0]
+        module, _, attr = self.target.partition(":")
         try:
             found = importlib.util.find_spec(module)
         except (ImportError, ValueError):
             found = None
-        return [] if found else [(("target",), f"cannot find module '{module}' (is the project folder on PYTHONPATH?)")]
+        if not found:
+            return [(("target",), f"cannot find module '{module}' (is the project folder on PYTHONPATH?)")]
+        names = top_level_names(found.origin)
+        first = attr.split(".")[0]
+        if names is not None and first not in names:
+            from tasks.errors import did_you_mean
+
+            return [(("target",), f"module '{module}' ({found.origin}) defines no '{first}'"
+                     f"{did_you_mean(first, sorted(names))}")]
+        return []
 
     def code_modules(self) -> list[str]:
         """The module `target` names: its code is part of a whole run's cache key (tasks/cache/run_key.py)."""

@@ -3,7 +3,6 @@ line, the Prefect flow run not left Running, exit 143, and no child process (a t
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.helpers import cli_env, write_pipelines
+from tests.support.helpers import SLOW_LINEAR_MODULE, cli_env, write_pipelines
 
 pytestmark = pytest.mark.e2e
 
@@ -26,27 +25,6 @@ pipelines:
     train: {backend: torch, epochs: 200, batch_size: 16, optimizer: {name: adamw, lr: 0.01}}
 """
 
-SLOW = """\
-import time
-
-import torch.nn as nn
-
-
-class Slow(nn.Module):
-    def __init__(self, in_features, out_features, delay):
-        super().__init__()
-        self.net = nn.Linear(in_features, out_features)
-        self.delay = delay
-
-    def forward(self, x):
-        if self.training:
-            time.sleep(self.delay)
-        return self.net(x)
-
-
-def build(in_features, out_features, delay=0.0):
-    return Slow(in_features, out_features, delay)
-"""
 
 
 def _start(project: Path, env: dict[str, str]) -> subprocess.Popen:
@@ -81,7 +59,7 @@ def _terminate(proc: subprocess.Popen) -> str:
 @pytest.fixture
 def project(project_dir, tracking_uri):
     write_pipelines(project_dir, PIPELINE)
-    (project_dir / "slowterm.py").write_text(SLOW)
+    (project_dir / "slowterm.py").write_text(SLOW_LINEAR_MODULE)
     return project_dir
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.helpers import cli_env, write_pipelines
+from tests.support.helpers import SLOW_LINEAR_MODULE, cli_env, write_pipelines
 from tests.support.servers import free_port, start, stop_group, tail, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -25,27 +25,6 @@ pipelines:
     train: {backend: torch, epochs: 40, batch_size: 16, checkpoint_seconds: 0, optimizer: {name: adamw, lr: 0.01}}
 """
 
-SLOW = """\
-import time
-
-import torch.nn as nn
-
-
-class Slow(nn.Module):
-    def __init__(self, in_features, out_features, delay):
-        super().__init__()
-        self.net = nn.Linear(in_features, out_features)
-        self.delay = delay
-
-    def forward(self, x):
-        if self.training:
-            time.sleep(self.delay)
-        return self.net(x)
-
-
-def build(in_features, out_features, delay=0.0):
-    return Slow(in_features, out_features, delay)
-"""
 
 
 class MlflowServer:
@@ -74,7 +53,7 @@ def test_a_tracking_outage_fails_clearly_and_resume_finishes(prefect_harness, pr
     from mlflow import MlflowClient
 
     write_pipelines(project_dir, PIPELINE)
-    (project_dir / "slowout.py").write_text(SLOW)
+    (project_dir / "slowout.py").write_text(SLOW_LINEAR_MODULE)
     store = project_dir / "store"
     store.mkdir()
     server = MlflowServer(store)

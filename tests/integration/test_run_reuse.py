@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import importlib
 import sys
-from pathlib import Path
 
 import pytest
 
-from tests.support.helpers import write_pipelines
+from tests.support.helpers import write_iris_csv, write_pipelines
 
 PIPELINE = """\
 pipelines:
@@ -39,19 +38,11 @@ def build(in_features, out_features, hidden=8):
 """
 
 
-def _write_csv(path: Path, rows: slice = slice(None)) -> None:
-    from sklearn.datasets import load_iris
-
-    frame = load_iris(as_frame=True).frame.rename(columns={"target": "species"}).iloc[rows]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(path, index=False)
-
-
 @pytest.fixture
 def project(project_dir, tracking_uri, monkeypatch):
     monkeypatch.delenv("FUSEFLOW_CACHE_DIR", raising=False)
     write_pipelines(project_dir, PIPELINE)
-    _write_csv(project_dir / "data" / "iris.csv")
+    write_iris_csv(project_dir / "data" / "iris.csv")
     package = project_dir / "reusenet"
     package.mkdir()
     (package / "__init__.py").write_text("")
@@ -144,7 +135,7 @@ def test_a_change_computes_the_run_again_and_names_it(prefect_harness, project, 
     if change == "seed":
         overrides = {"seed": 7}
     elif change == "data":
-        _write_csv(project / "data" / "iris.csv", slice(0, 140))
+        write_iris_csv(project / "data" / "iris.csv", slice(0, 140))
     elif change == "code":
         (project / "reusenet" / "net.py").write_text(NET.replace("torch.relu", "torch.tanh"))
         importlib.reload(importlib.import_module("reusenet.net"))

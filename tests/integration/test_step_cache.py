@@ -4,11 +4,10 @@ from __future__ import annotations
 import importlib
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
-from tests.support.helpers import write_pipelines
+from tests.support.helpers import write_iris_csv, write_pipelines
 
 CSV_PIPELINE = """\
 pipelines:
@@ -48,20 +47,12 @@ def build(in_features, out_features, hidden=8):
 """
 
 
-def _write_csv(path: Path, rows: slice = slice(None)) -> None:
-    from sklearn.datasets import load_iris
-
-    frame = load_iris(as_frame=True).frame.rename(columns={"target": "species"}).iloc[rows]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(path, index=False)
-
-
 @pytest.fixture
 def csv_project(project_dir, tracking_uri, monkeypatch):
     """A project with a CSV data file and a `type: custom` model whose module imports a helper module."""
     monkeypatch.delenv("FUSEFLOW_CACHE_DIR", raising=False)
     write_pipelines(project_dir, CSV_PIPELINE)
-    _write_csv(project_dir / "data" / "iris.csv")
+    write_iris_csv(project_dir / "data" / "iris.csv")
     package = project_dir / "cachenet"
     package.mkdir()
     (package / "__init__.py").write_text("")
@@ -120,7 +111,7 @@ def test_reuse_and_invalidation_by_config_data_and_code(prefect_harness, csv_pro
     assert "config (train_config.optimizer.lr)" in _reason(tracking_uri, lr.run_id, "train")
 
     # the data file's content changes at the same path: everything downstream recomputed
-    _write_csv(csv_project / "data" / "iris.csv", slice(0, 140))
+    write_iris_csv(csv_project / "data" / "iris.csv", slice(0, 140))
     data = run_pipeline("iris-csv", None, "pipelines.yaml")
     assert _decisions(tracking_uri, data.run_id) == {"load-data": "computed", "preprocess": "computed",
                                                         "train": "computed"}

@@ -45,6 +45,40 @@ pipelines:
 """
 
 
+#: a one-layer model that sleeps per training batch, so a test can stop a run mid-training: write it as
+#: `<module>.py` in the project and name `target: "<module>:build"` with `params: {delay: 0.05}`
+SLOW_LINEAR_MODULE = """\
+import time
+
+import torch.nn as nn
+
+
+class Slow(nn.Module):
+    def __init__(self, in_features, out_features, delay):
+        super().__init__()
+        self.net = nn.Linear(in_features, out_features)
+        self.delay = delay
+
+    def forward(self, x):
+        if self.training:
+            time.sleep(self.delay)
+        return self.net(x)
+
+
+def build(in_features, out_features, delay=0.0):
+    return Slow(in_features, out_features, delay)
+"""
+
+
+def write_iris_csv(path: Path, rows: slice = slice(None)) -> None:
+    """scikit-learn's iris as a CSV with a `species` label column (`rows`: a slice of it, to change the data)."""
+    from sklearn.datasets import load_iris
+
+    frame = load_iris(as_frame=True).frame.rename(columns={"target": "species"}).iloc[rows]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+
+
 def write_pipelines(folder: Path, text: str = TINY_IRIS, name: str = "pipelines.yaml") -> Path:
     path = folder / name
     path.write_text(textwrap.dedent(text), encoding="utf-8")

@@ -87,3 +87,70 @@ def test_a_boolean_set_on_the_command_line_names_the_set(tmp_path, capsys, monke
 def test_known_tracking_schemes_and_booleans_where_booleans_belong_are_accepted(uri, tmp_path, capsys):
     text = TINY_IRIS.replace("name: iris}", "name: iris, split: {stratify: false}}") + f"    tracking: {{uri: '{uri}'}}\n"
     assert main(["validate", "--file", str(write_pipelines(tmp_path, text))]) == 0, capsys.readouterr().err
+
+
+CUSTOM = """\
+pipelines:
+  iris-tiny:
+    data: {source: sklearn, name: iris}
+    model: {type: custom, target: "tinynet:TARGET"}
+    train: {backend: torch, epochs: 1}
+"""
+
+TINYNET = """\
+import torch.nn as nn
+
+try:
+    from torch.nn import Identity
+except ImportError:
+    Identity = None
+
+
+def build(in_features, out_features):
+    return nn.Linear(in_features, out_features)
+
+
+class Net(nn.Linear):
+    @staticmethod
+    def make(in_features, out_features):
+        return Net(in_features, out_features)
+
+
+if __name__ == "__main__":
+    print(build(4, 3))
+"""
+
+
+@pytest.mark.parametrize("target, fragment", [
+    ("biuld", "module 'tinynet'"),
+    ("biuld", "defines no 'biuld'; did you mean 'build'?"),
+    ("Nte.make", "defines no 'Nte'; did you mean 'Net'?"),
+])
+def test_a_custom_target_whose_name_is_missing_is_refused_before_the_run(target, fragment, tmp_path, capsys,
+                                                                         monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "tinynet.py").write_text(TINYNET)
+    path = write_pipelines(tmp_path, CUSTOM.replace("TARGET", target))
+    assert main(["validate", "--file", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "iris-tiny.model.target" in err and fragment in err, err
+
+
+@pytest.mark.parametrize("target", ["build", "Net.make", "Identity", "nn"])
+def test_custom_targets_the_module_binds_are_accepted(target, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "tinynet.py").write_text(TINYNET)
+    path = write_pipelines(tmp_path, CUSTOM.replace("TARGET", target))
+    assert main(["validate", "--file", str(path)]) == 0, capsys.readouterr().err
+
+
+def test_a_module_that_binds_names_dynamically_is_not_second_guessed(tmp_path):
+    from tasks.models.custom import top_level_names
+
+    (tmp_path / "star.py").write_text("from math import *\n")
+    (tmp_path / "lazy.py").write_text("def __getattr__(name):\n    return name\n")
+    assert top_level_names(tmp_path / "star.py") is None
+    assert top_level_names(tmp_path / "lazy.py") is None
+    assert top_level_names(tmp_path / "absent.py") is None
