@@ -216,6 +216,21 @@ def cmd_server(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from flows.cache_command import cache_lines, clear_cache, prune_cache
+
+    project = Path(args.file).parent
+    if args.action == "info":
+        print("\n".join(cache_lines(project)))
+    elif args.action == "prune":
+        print(prune_cache(project, args.max_gb))
+    else:
+        print(clear_cache(project))
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fuseflow", description="Declarative ML pipelines: pipelines.yaml -> "
                                      "Prefect flows -> MLflow runs.")
@@ -263,6 +278,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("status", "stop"), help="status: address, pids, idle time, runs using it; "
                    "stop: stop it now (exit 0 also when none runs)")
     p.add_argument("--file", default=DEFAULT_FILE, help="pipelines file whose folder holds the server's state "
+                   "(default: %(default)s)")
+    p = add("cache", "the project's step cache: info (size, results per step), prune (evict least recently used "
+            "down to a size), clear (remove it)", cmd_cache)
+    p.add_argument("action", choices=("info", "prune", "clear"))
+    p.add_argument("--max-gb", type=float, default=None, help="prune: the size to prune down to, in GB "
+                   "(default: FUSEFLOW_CACHE_MAX_GB, else 20)")
+    p.add_argument("--file", default=DEFAULT_FILE, help="pipelines file whose folder holds the cache "
                    "(default: %(default)s)")
     return parser
 

@@ -53,6 +53,7 @@ def run_pipeline(pipeline: str, overrides: Optional[dict[str, Any]] = None, file
         with logger.phase("register"):
             summary.registry = register_and_promote(spec.tracking, summary.run_id, summary.model_uri,
                                                     logger.tracking_uri)
+    _keep_cache_under_cap(cache_dir(project.base_dir))
     summary.pipeline = pipeline
     summary.mlflow_run_url = publish_run_report(pipeline, summary, logger.tracking_uri)
     get_run_logger().info("finished: MLflow run %s, %s", summary.run_id,
@@ -60,3 +61,17 @@ def run_pipeline(pipeline: str, overrides: Optional[dict[str, Any]] = None, file
     if summary.registry:
         get_run_logger().info("registry: %s", summary.registry.message)
     return summary
+
+
+def _keep_cache_under_cap(folder: Any) -> None:
+    """Evict the least recently used step results beyond the cap (FUSEFLOW_CACHE_MAX_GB); never fails the run."""
+    from tasks.cache.store import describe, max_bytes, prune
+
+    try:
+        evicted = prune(folder, max_bytes())
+    except (OSError, ValueError) as exc:
+        get_run_logger().warning("step cache cap not applied: %s", exc)
+        return
+    if evicted:
+        get_run_logger().info("step cache over its cap: evicted %d least recently used result(s), %s", len(evicted),
+                              describe(sum(e.size for e in evicted)))

@@ -85,6 +85,8 @@ def record(folder: Path, scope: str, key: str, parts: Mapping[str, Mapping[str, 
             reason = explain_change(previous.get("parts") if previous else None, parts)
         if not cached:
             data["keys"][key] = {"scope": scope, "run_id": run_id, "time": time.time()}
+        elif key in data["keys"]:
+            data["keys"][key]["used"] = time.time()  # least recently used results are evicted first
         data["latest"][scope] = {"key": key, "parts": parts}
         _write(folder, data)
     return reason, origin
@@ -126,3 +128,18 @@ def credit(folder: Path, key: str, run_id: str) -> None:
         if key in data["keys"]:
             data["keys"][key]["run_id"] = run_id
             _write(folder, data)
+
+
+def key_entries(folder: Path) -> dict[str, dict[str, Any]]:
+    """The index's entry of every key (scope, run_id, time computed, time last used)."""
+    with _locked(folder):
+        return dict(_read(folder)["keys"])
+
+
+def forget(folder: Path, keys: list[str]) -> None:
+    """Drop evicted keys from the index."""
+    with _locked(folder):
+        data = _read(folder)
+        for key in keys:
+            data["keys"].pop(key, None)
+        _write(folder, data)

@@ -280,3 +280,24 @@ def test_a_killed_runs_lock_is_stale_and_a_live_one_holds(tmp_path):
     assert other.acquire_lock("step-key", holder="other", acquire_timeout=1)
     other.release_lock("step-key", holder="other")
     assert not owner.exists() and not other.is_locked("step-key")
+
+
+def test_the_cache_is_kept_under_its_cap_least_recently_used_first(prefect_harness, project_dir, tracking_uri,
+                                                                    monkeypatch):
+    import json
+
+    from flows.pipeline import run_pipeline
+
+    monkeypatch.delenv("FUSEFLOW_CACHE_DIR", raising=False)
+    write_pipelines(project_dir)
+    first = run_pipeline("iris-tiny", {"train.epochs": 1}, "pipelines.yaml")
+    run_pipeline("iris-tiny", {"train.epochs": 2}, "pipelines.yaml")  # reuses load-data and preprocess
+    index = json.loads((project_dir / ".fuseflow" / "cache" / "index.json").read_text())
+    used = {entry["scope"].split("/")[1] for entry in index["keys"].values() if "used" in entry}
+    assert used == {"load-data", "preprocess"}  # read again: most recently used
+    results = project_dir / ".fuseflow" / "cache" / "results"
+    assert len(list(results.iterdir())) == 4  # two data steps, two trainings
+    monkeypatch.setenv("FUSEFLOW_CACHE_MAX_GB", str(1 / 1024**3))  # one byte: everything not in use goes
+    again = run_pipeline("iris-tiny", {"train.epochs": 1, "seed": 5}, "pipelines.yaml")
+    assert list(results.iterdir()) == []
+    assert again.run_id != first.run_id
