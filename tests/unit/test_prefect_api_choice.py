@@ -64,6 +64,7 @@ def test_a_stale_stack_file_falls_back_to_prefects_choice(project_dir, monkeypat
 
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     monkeypatch.setenv("FUSEFLOW_PREFECT_SERVER", "temporary")
+    monkeypatch.setattr("flows.server.loaded_settings_api_url", lambda: None)  # a harness another test started
     _write_stack(project_dir, _dead_url())
     choice = choose_prefect_api()
     assert "temporary local server" in choice.description and choice.env == {}
