@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from flows.stack import HOST, Service
 from tasks.errors import ConfigError
+from tasks.file_lock import exclusive
 from tasks.paths import PREFECT_SERVER_DIR
 from tasks.processes import process_started, same_process
 
@@ -81,11 +82,7 @@ class ServerPaths:
 @contextlib.contextmanager
 def locked(paths: ServerPaths) -> Iterator[None]:
     """An exclusive lock on `start.lock`: one process at a time starts, reuses or retires the server."""
-    import fcntl
-
-    paths.root.mkdir(parents=True, exist_ok=True)
-    with open(paths.lock, "a+") as handle:  # closing the file releases the lock
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    with exclusive(paths.lock):
         yield
 
 

@@ -4,29 +4,21 @@ which finished MLflow run an unchanged rerun can reuse). Safe across processes (
 around each read-modify-write, atomic replace)."""
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, ContextManager, Mapping
+
+from tasks.file_lock import exclusive
 
 INDEX_FILE = "index.json"
 MAX_KEYS = 2000
 PART_NAMES = ("config", "data", "code", "versions")
 
 
-@contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "index.lock", "a+") as handle:
-        try:
-            import fcntl
-
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        except ImportError:  # pragma: no cover - not POSIX: best effort without a lock
-            pass
-        yield
+def _locked(folder: Path) -> ContextManager[None]:
+    return exclusive(folder / "index.lock")
 
 
 def _read(folder: Path) -> dict[str, Any]:

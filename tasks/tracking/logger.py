@@ -40,15 +40,11 @@ def prepare_store(uri: str) -> None:
 
     from mlflow import MlflowClient
 
+    from tasks.file_lock import exclusive
+
     db_path = Path(uri.removeprefix("sqlite:///"))
     db_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(db_path.with_name(db_path.name + ".lock"), "a+") as lock:
-        try:
-            import fcntl
-
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        except ImportError:  # pragma: no cover - not POSIX
-            pass
+    with exclusive(db_path.with_name(db_path.name + ".lock")):
         MlflowClient(uri).search_experiments(max_results=1)  # builds the store: creates/migrates the tables
         connection = sqlite3.connect(db_path, timeout=30)
         try:

@@ -142,16 +142,11 @@ def promotion_lock(tracking_uri: str, model: str, alias: str) -> Iterator[None]:
     import hashlib
     import tempfile
 
-    folder = Path(tempfile.gettempdir()) / "fuseflow-locks"
-    folder.mkdir(parents=True, exist_ok=True)
-    name = hashlib.sha256(f"{tracking_uri}|{model}|{alias}".encode()).hexdigest()[:24]
-    with open(folder / f"promote-{name}.lock", "a+") as handle:
-        try:
-            import fcntl
+    from tasks.file_lock import exclusive
 
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        except ImportError:  # pragma: no cover - not POSIX: unserialised
-            pass
+    folder = Path(tempfile.gettempdir()) / "fuseflow-locks"
+    name = hashlib.sha256(f"{tracking_uri}|{model}|{alias}".encode()).hexdigest()[:24]
+    with exclusive(folder / f"promote-{name}.lock"):
         yield
 
 
