@@ -57,8 +57,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from flows.spec.project import load_project
     from flows.spec.resolve import resolve_all
 
-    specs = resolve_all(load_project(args.file))
+    project = load_project(args.file)
+    specs = resolve_all(project)
     print(f"{args.file}: {len(specs)} pipeline(s) valid: {', '.join(specs)}")
+    if getattr(args, "show_features", None) is not None:
+        from flows.features_command import show_features
+
+        return show_features(specs, project.base_dir, args.show_features)
     return EXIT_OK
 
 
@@ -245,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--file", default=DEFAULT_FILE, help="pipelines file (default: %(default)s)")
     p = add("validate", "validate every pipeline; exit 0, or 2 with all errors", cmd_validate)
     p.add_argument("--file", default=DEFAULT_FILE, help="pipelines file (default: %(default)s)")
+    p.add_argument("--show-features", nargs="*", metavar="NAME", default=None,
+                   help="print each table pipeline's features (type, missing %%, distinct values, strategy) as the run "
+                   "will fit them; names limit it to those pipelines")
     p = add("run", "run one pipeline now as a Prefect flow recorded in MLflow", cmd_run)
     p.add_argument("name", help="pipeline name")
     p.add_argument("--file", default=DEFAULT_FILE, help="pipelines file (default: %(default)s)")
@@ -263,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_uri", help="runs:/<run_id>/model, models:/<name>/<version>, models:/<name>@<alias>")
     p.add_argument("input", nargs="?", help="CSV or JSON file of feature rows (or of texts, one per row)")
     p.add_argument("--text", action="append", default=[], help="a text to classify (repeatable)")
+    p.add_argument("--proba", action="store_true", help="print a tab-separated table with a header: the label and "
+                   "one probability column per class (tabular and fused models)")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or the "
                    "project's sqlite store)")
     p = add("serve", "serve pipelines as Prefect deployments with their schedules (needs PREFECT_API_URL)", cmd_serve)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from flows.predict_input import Rows, feature_matrix, read_rows, texts
+from flows.predict_input import Rows, feature_matrix, model_frame, read_rows, texts
 from tasks.errors import ConfigError
 
 
@@ -46,16 +46,32 @@ def predict_command(args: argparse.Namespace) -> int:
     if text_model or "text" in columns and len(columns) == 1 or args.text:
         return _predict_texts(model, texts(rows))
     spec = model_spec(args.model_uri)
-    matrix = feature_matrix(rows, spec.get("feature_names"))
-    preds = _predict(model, matrix)
+    inputs = (spec.get("features") or {}).get("inputs")
+    preds = _predict(model, model_frame(rows, inputs) if inputs else feature_matrix(rows, spec.get("feature_names")))
     if preds is None:
         return 1
-    import numpy as np
+    _print_predictions(preds, spec, getattr(args, "proba", False))
+    return 0
 
-    names = spec.get("classes") or None
+
+def _print_predictions(preds: Any, spec: dict[str, Any], proba: bool) -> None:
+    """One label (or regression value) a line; with `proba`, a tab-separated table of every output column."""
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(preds, pd.DataFrame):
+        if proba:
+            print("\t".join(map(str, preds.columns)))
+            for row in preds.itertuples(index=False):
+                print("\t".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in row))
+            return
+        column = "label" if "label" in preds.columns else preds.columns[0]
+        for value in preds[column]:
+            print(value)
+        return
+    names = spec.get("classes") or None  # a model logged before typed features: class ids
     for value in np.asarray(preds).reshape(-1):
         print(names[int(value)] if names and float(value).is_integer() and 0 <= int(value) < len(names) else value)
-    return 0
 
 
 def _predict(model: Any, inputs: Any) -> Any:

@@ -159,11 +159,40 @@ def texts(rows: Rows) -> list[str]:
 
 
 def feature_matrix(rows: Rows, features: Sequence[str] | None) -> Any:
-    """The rows as a float32 matrix in the model's feature order: columns matched by name (any order; columns the
-    model does not take are ignored, with a note), by position only where the file names no columns (a CSV without
-    a header, or with pandas' 0, 1, 2, ... header), and then only with as many columns as the model has features."""
+    """The rows as a float32 matrix in the model's feature order (a model that takes numbers only): columns matched
+    by name (see `match_columns`), every cell a finite number."""
     import numpy as np
 
+    rows, order, names = match_columns(rows, features)
+    columns = [_column(rows, index, name) for index, name in zip(order, names)]
+    _raise_issues([issue for _, found in columns for issue in found], rows)
+    return np.stack([values for values, _ in columns], axis=1)
+
+
+def model_frame(rows: Rows, inputs: Sequence[dict[str, Any]]) -> Any:
+    """The rows as a DataFrame of the model's raw input columns (`inputs`: name, MLflow type, nullable), each cell
+    converted to its column's type; a cell that does not fit (a word in a number column, a missing cell where the
+    model's signature requires a value) is one located line."""
+    import pandas as pd
+
+    rows, order, names = match_columns(rows, [i["name"] for i in inputs])
+    by_name = {i["name"]: i for i in inputs}
+    columns = [_typed_column(rows, index, by_name[name]) for index, name in zip(order, names)]
+    _raise_issues([issue for _, found in columns for issue in found], rows)
+    return pd.DataFrame({name: values for name, (values, _) in zip(names, columns)})
+
+
+def _raise_issues(issues: list[ConfigIssue], rows: Rows) -> None:
+    if issues:
+        more = len(issues) - MAX_SHOWN
+        raise ConfigError(issues[:MAX_SHOWN] + ([ConfigIssue(f"... and {more} more cell(s) like these",
+                                                             file=rows.source)] if more > 0 else []))
+
+
+def match_columns(rows: Rows, features: Sequence[str] | None) -> tuple[Rows, list[int], list[str]]:
+    """Where each model column is in the rows: matched by name (any order; columns the model does not take are
+    ignored, with a note), by position only where the file names no columns (a CSV without a header, or with pandas'
+    0, 1, 2, ... header), and then only with as many columns as the model has features."""
     header = _header_kind(rows, features)
     if header != "names":
         rows = Rows(rows.source, rows.kind, None, ([rows.header or []] if header == "data" else []) + rows.cells,
@@ -190,14 +219,68 @@ def feature_matrix(rows: Rows, features: Sequence[str] | None) -> Any:
         order, names = list(range(len(rows.columns))), list(rows.columns)
     if not order:
         raise fail(rows.source, "the rows hold no values")
-    columns = [_column(rows, index, name) for index, name in zip(order, names)]
-    issues = [issue for _, found in columns for issue in found]
-    if issues:
-        more = len(issues) - MAX_SHOWN
-        raise ConfigError(issues[:MAX_SHOWN] + ([ConfigIssue(f"... and {more} more cell(s) like these",
-                                                             file=rows.source)] if more > 0 else []))
-    return np.stack([values for values, _ in columns], axis=1)
+    return rows, order, names
 
+
+def _is_blank(cell: Any) -> bool:
+    return cell is None or (isinstance(cell, float) and math.isnan(cell)) or (
+        isinstance(cell, str) and cell.strip().lower() in MISSING)
+
+
+#: how a cell reads as a boolean
+BOOLEANS = {"true": True, "yes": True, "y": True, "t": True, "1": True,
+            "false": False, "no": False, "n": False, "f": False, "0": False}
+
+
+def _typed_column(rows: Rows, index: int, column: dict[str, Any]) -> tuple[Any, list[ConfigIssue]]:
+    """One raw input column converted to its signature type, and a located issue for each cell that does not fit."""
+    import numpy as np
+    import pandas as pd
+
+    name, kind, nullable = column["name"], column["type"], column.get("nullable", False)
+    values: list[Any] = []
+    issues: list[ConfigIssue] = []
+
+    def bad(i: int, why: str) -> None:
+        issues.append(ConfigIssue(f"row {i + 1}, column '{name}': {why}", file=rows.source, line=rows.line(i)))
+
+    for i, row in enumerate(rows.cells):
+        cell = row[index]
+        if _is_blank(cell):
+            if not nullable:
+                bad(i, "missing value (an empty cell, NaN or null; this column had none in training, so the "
+                       "model's signature requires a value)")
+            values.append(None)
+            continue
+        text = cell.strip() if isinstance(cell, str) else cell
+        if kind in ("double", "float", "long", "integer"):
+            try:
+                number = float(text)
+            except (TypeError, ValueError, OverflowError):
+                bad(i, _problem(cell))
+                number = math.nan
+            if kind in ("long", "integer") and math.isfinite(number) and not number.is_integer():
+                bad(i, f"{cell!r} is not a whole number (the column holds integers)")
+            values.append(number)
+        elif kind == "boolean":
+            flag = cell if isinstance(cell, bool) else BOOLEANS.get(str(text).lower())
+            if flag is None:
+                bad(i, f"{cell!r} is not true or false")
+            values.append(flag)
+        elif kind == "datetime":
+            stamp = pd.to_datetime(text, errors="coerce")
+            if pd.isna(stamp):
+                bad(i, f"{cell!r} is not a date")
+            values.append(stamp)
+        else:
+            values.append(str(int(cell)) if isinstance(cell, float) and cell.is_integer() else str(text))
+    if kind in ("long", "integer") and None not in values:
+        return np.asarray(values, dtype=np.float64).astype(np.int64), issues
+    if kind in ("double", "float", "long", "integer"):
+        return np.asarray([math.nan if v is None else v for v in values], dtype=np.float64), issues
+    if kind == "boolean" and None not in values:
+        return np.asarray(values, dtype=bool), issues
+    return pd.Series(values, dtype=object).to_numpy(), issues
 
 def _column(rows: Rows, index: int, name: str) -> tuple[Any, list[ConfigIssue]]:
     """One feature column as float32 values, and a located issue for each cell that is not a finite number."""

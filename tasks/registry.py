@@ -295,6 +295,7 @@ def registry_named(discriminator: str, names: list[str]) -> Optional[Registry]:
 
 
 DATA_SOURCES = Registry("data source", "source", "tasks.data.sources")
+FEATURE_TYPES = Registry("feature type", "type", "tasks.data.features.types", shorthand=True)
 PREPROCESSORS = Registry("preprocess step", "name", "tasks.data.preprocess", shorthand=True, requires=("modalities",))
 MODELS = Registry("model type", "type", "tasks.models", requires=("modalities",))
 TRAINERS = Registry("training backend", "backend", "tasks.train.backends", requires=("modalities", "trainer"))

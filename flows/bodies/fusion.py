@@ -179,8 +179,6 @@ def _log_outcome(outcome: Any, data: Any, names: list[str], logger: RunLogger, b
 
 
 def _input_example(data: Any) -> Any:
-    import numpy as np
-
     if data.modality == "text":
         rows = list(data.X["test"][:3])
         if rows and isinstance(rows[0], tuple):  # text pairs: one column per text
@@ -188,7 +186,7 @@ def _input_example(data: Any) -> Any:
 
             return pd.DataFrame(rows, columns=data.feature_names)
         return [str(r) for r in rows]
-    return np.ascontiguousarray(data.X["test"][:5], dtype=np.float32)
+    return data.X["test"].head(5)
 
 
 def copy_model(uri: str, dst: Path, tracking_uri: str) -> None:

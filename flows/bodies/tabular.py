@@ -23,7 +23,8 @@ def run_tabular(pipeline: ResolvedPipeline, logger: RunLogger, base_dir: Path) -
     with logger.phase("preprocess"):
         splits, scaling = cached_step(steps.preprocess, reuse)(spec.preprocess, raw, spec.data.target_scaling)
     with logger.phase("build-model"):
-        model = steps.build_model(spec.model, splits.num_features, splits.num_outputs, spec.seed)
+        model = steps.build_model(spec.model, splits.num_features, splits.num_outputs, spec.seed,
+                                  splits.layout["embeddings"])
     checkpoint = Checkpointer(logger, getattr(spec.train, "checkpoint_every", 1),
                               min_seconds=getattr(spec.train, "checkpoint_seconds", 0.0))
     with logger.phase("train"):

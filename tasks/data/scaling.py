@@ -20,6 +20,7 @@ class FittedScaling:
     feature_scale: list[float] = field(default_factory=list)
     target_mean: float = 0.0
     target_scale: float = 1.0
+    scalable: list[bool] = field(default_factory=list)  # per encoded column: may `standardize` rescale it
 
     def compose(self, mean: Any, scale: Any) -> None:
         """Follow the scaling so far with `(x - mean) / scale` (per feature): the logged model then applies both
@@ -40,7 +41,8 @@ def fit_preprocess(steps: list[Any], splits: "TabularSplits", target_scaling: st
     import numpy as np
 
     n = splits.num_features
-    scaling = FittedScaling(feature_mean=[0.0] * n, feature_scale=[1.0] * n)
+    scalable = list(splits.layout["scalable"])
+    scaling = FittedScaling(feature_mean=[0.0] * n, feature_scale=[1.0] * n, scalable=scalable)
     X = dict(splits.X)
     for step in steps:
         X = step.apply(X, scaling)

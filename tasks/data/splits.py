@@ -25,6 +25,21 @@ class TabularSplits:
     y: dict[str, np.ndarray]
     classes: list[Any] = field(default_factory=list)  # original label values, index = class id
     source: str = ""
+    #: the raw feature rows of each split (as read, before encoding): the logged model's input example and schema
+    raw: dict[str, Any] = field(default_factory=dict)
+    #: the fitted feature encoding (`FittedFeatures.to_dict()`), which the logged model applies to raw rows
+    features: dict[str, Any] = field(default_factory=dict)
+    #: rows left out and why (`label` missing, a `drop_row` column), and the feature table
+    report: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def layout(self) -> dict[str, Any]:
+        """Which encoded columns `standardize` may rescale, and the embedding columns (see FittedFeatures.layout)."""
+        if not self.features:
+            return {"scalable": [True] * self.num_features, "embeddings": []}
+        from tasks.data.features.fitted import FittedFeatures
+
+        return FittedFeatures.from_dict(self.features).layout()
 
     @property
     def num_features(self) -> int:

@@ -1,13 +1,15 @@
-"""Tabular data: load a source's feature table and split it into train/validation/test with a seed."""
+"""Tabular data: load a source's table, type its columns, drop the rows that cannot be used, split with a seed
+(keeping groups together with `split.group_by`) and encode every split with features fitted on train only."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks.data.sources.base import plain
-from tasks.errors import ConfigError
+from tasks.errors import ConfigError, ConfigIssue
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
     from tasks.data.splits import TabularSplits
@@ -16,44 +18,100 @@ if TYPE_CHECKING:
 def load_tabular(config: Any, seed: int, base_dir: Path, loss: str | None = None) -> "TabularSplits":
     """Load the table of ``config`` and split it into train/validation/test with ``seed``."""
     import numpy as np
-    import pandas as pd
-    from sklearn.model_selection import train_test_split
 
+    from tasks.data.features.fitted import FittedFeatures, plan_columns
+    from tasks.data.features.spec import TableColumns
+    from tasks.data.features.types.base import is_missing
     from tasks.data.splits import TabularSplits
 
     features, label, class_names = config.load_frame(base_dir)
-    task = resolve_task(config, label, loss)
-    X = features.to_numpy(dtype=np.float32)
-    if task == "classification":
-        if class_names is not None and pd.api.types.is_integer_dtype(label):
-            present = sorted(int(v) for v in label.unique())
-            classes = [class_names[i] for i in present]
-            y = np.searchsorted(np.asarray(present), label.to_numpy()).astype(np.int64)
-        else:
-            codes, uniques = pd.factorize(label, sort=True)
-            classes, y = [plain(v) for v in uniques], codes.astype(np.int64)
-        if len(classes) < 2:
-            raise ConfigError.single(f"label column has a single class ({classes[0]!r}); classification needs at least two",
-                                     ("data", "label_column"))
-    else:
-        classes, y = [], label.to_numpy(dtype=np.float32)
+    features = features.rename(columns=str)
+    group = config.split.group_by
+    groups = features[group] if group else None
+    if group and not (isinstance(config, TableColumns) and group in (config.feature_columns() or [])):
+        features = features.drop(columns=[group])
+    plans, issues = plan_columns(features, config if isinstance(config, TableColumns) else None)
+    if issues:
+        raise ConfigError([ConfigIssue(message, ("data",) + path) for path, message in issues])
 
-    stratify = y if (task == "classification" and config.split.stratify) else None
-    if stratify is not None and np.bincount(y).min() < 3:
-        stratify = None  # too few samples of a class to stratify three ways
-    held_out = config.split.validation + config.split.test
+    keep = ~is_missing(label)
+    dropped = {"label": int((~keep).sum())}
+    if not keep.any():
+        raise ConfigError.single(f"label column has no values (all {len(label)} cells are missing)",
+                                 ("data", "label_column"))
+    for plan in plans:
+        if plan.config.wants_row_dropped():
+            gone = is_missing(features[plan.name]) & keep
+            dropped[plan.name] = int(gone.sum())
+            keep &= ~gone
+    table = features
+    features, label = features[keep].reset_index(drop=True), label[keep].reset_index(drop=True)
+    groups = groups[keep].reset_index(drop=True) if groups is not None else None
+
+    task = resolve_task(config, label, loss)
+    y, classes = _labels(label, task, class_names)
     seed = seed if config.split.seed is None else config.split.seed
-    X_train, X_rest, y_train, y_rest = train_test_split(X, y, test_size=held_out, random_state=seed, stratify=stratify)
-    stratify_rest = y_rest if stratify is not None else None
-    X_val, X_test, y_val, y_test = train_test_split(
-        X_rest, y_rest, test_size=config.split.test / held_out, random_state=seed, stratify=stratify_rest)
-    Xs = {"train": X_train, "validation": X_val, "test": X_test}
-    ys = {"train": y_train, "validation": y_val, "test": y_test}
+    index = _split(len(y), y if task == "classification" and config.split.stratify else None, groups, config.split, seed)
     if config.max_samples:
-        Xs = {k: v[: config.max_rows(k)] for k, v in Xs.items()}
-        ys = {k: v[: config.max_rows(k)] for k, v in ys.items()}
-    return TabularSplits(name=config.describe(), task=task, feature_names=[str(c) for c in features.columns],
-                         X=Xs, y=ys, classes=classes, source=config.describe())
+        index = {k: v[: config.max_rows(k)] for k, v in index.items()}
+    fitted = FittedFeatures.fit(plans, features.iloc[index["train"]], table)
+    raw = {k: features.iloc[v].reset_index(drop=True) for k, v in index.items()}
+    X = {k: fitted.transform(frame) for k, frame in raw.items()}
+    report = {"rows": int(len(keep)), "rows_dropped": {k: v for k, v in dropped.items() if v},
+              "feature_table": fitted.table(table), "group_by": group}
+    return TabularSplits(name=config.describe(), task=task, feature_names=fitted.output_names,
+                         X=X, y={k: y[v] for k, v in index.items()}, classes=classes, source=config.describe(),
+                         raw=raw, features=fitted.to_dict(), report=report)
+
+
+def _labels(label: "pd.Series", task: str, class_names: Any) -> "tuple[np.ndarray, list[Any]]":
+    """Class ids and the class values (classification), or float targets (regression)."""
+    import numpy as np
+    import pandas as pd
+
+    if task != "classification":
+        from tasks.data.features.types.numeric import numbers
+
+        try:
+            return numbers(label).astype(np.float32), []
+        except ValueError as exc:
+            raise ConfigError.single(f"a regression label must be numbers: {exc}", ("data", "label_column")) from None
+    if class_names is not None and pd.api.types.is_integer_dtype(label):
+        present = sorted(int(v) for v in label.unique())
+        classes = [class_names[i] for i in present]
+        y = np.searchsorted(np.asarray(present), label.to_numpy()).astype(np.int64)
+    else:
+        codes, uniques = pd.factorize(label, sort=True)
+        classes, y = [plain(v) for v in uniques], codes.astype(np.int64)
+    if len(classes) < 2:
+        raise ConfigError.single(f"label column has a single class ({classes[0]!r}); classification needs at least two",
+                                 ("data", "label_column"))
+    return y, classes
+
+
+def _split(n: int, stratify_by: "np.ndarray | None", groups: "pd.Series | None", split: Any, seed: int) -> dict[str, "np.ndarray"]:
+    """Row indices of train/validation/test: stratified by class where each has 3+ rows, or by whole groups."""
+    import numpy as np
+    from sklearn.model_selection import GroupShuffleSplit, train_test_split
+
+    rows = np.arange(n)
+    held_out = split.validation + split.test
+    if groups is not None:
+        keys = groups.astype(str).to_numpy()
+        if len(set(keys)) < 3:
+            raise ConfigError.single(f"split.group_by '{groups.name}' has {len(set(keys))} group(s): three splits "
+                                     "need at least 3", ("data", "split", "group_by"))
+        train, rest = next(GroupShuffleSplit(1, test_size=held_out, random_state=seed).split(rows, groups=keys))
+        val_i, test_i = next(GroupShuffleSplit(1, test_size=split.test / held_out, random_state=seed)
+                             .split(rest, groups=keys[rest]))
+        return {"train": rows[train], "validation": rest[val_i], "test": rest[test_i]}
+    if stratify_by is not None and np.bincount(stratify_by).min() < 3:
+        stratify_by = None  # too few samples of a class to stratify three ways
+    train, rest, _, y_rest = train_test_split(rows, rows if stratify_by is None else stratify_by, test_size=held_out,
+                                              random_state=seed, stratify=stratify_by)
+    validation, test = train_test_split(rest, test_size=split.test / held_out, random_state=seed,
+                                        stratify=y_rest if stratify_by is not None else None)
+    return {"train": train, "validation": validation, "test": test}
 
 
 def resolve_task(config: Any, label: "pd.Series", loss: str | None) -> str:

@@ -1,94 +1,106 @@
-"""Log a trained tabular model as an MLflow model that predicts from raw feature rows.
+"""Log a trained tabular model as an MLflow pyfunc model that predicts from raw rows (a DataFrame as `pd.read_csv`
+gives it: named columns, strings, missing cells).
 
-The MLflow `pytorch` flavor stores a `torch.export` (pt2) program: loading it runs no pickled code.
-It wraps the network with the fitted feature scaling and the output mapping (class id, or the
-un-standardized regression target). Beside it, `extra_files/` holds the network's weights
-(safetensors) and its spec (JSON), so fusion can rebuild the network and read its logits.
+Saved as an MLflow "model from code": a three-line loader script, the network's weights (safetensors) and its spec
+(JSON: model config, fitted feature encoding, scaling, classes). Loading rebuilds the network from the spec and the
+weights, so nothing is unpickled. The signature names the raw input columns with their types (optional where the
+data had missing cells); the output is a DataFrame of `label` and `proba_<class>` (classification) or `prediction`
+(regression). `extra_files/fuseflow_model.json` repeats the spec for `fuseflow predict` and fusion.
+Loading needs the `tasks` package (fuseflow) importable.
 """
 from __future__ import annotations
 
 import json
-import threading
+import tempfile
 from pathlib import Path
 from typing import Any
 
 SPEC_FILE = "fuseflow_model.json"
 WEIGHTS_FILE = "weights.safetensors"
-_EXPORT_LOCK = threading.Lock()  # serialises torch.export across threads (fusion members train concurrently)
+LOADER_SCRIPT = """\
+# Loads a fuseflow tabular model: the network is rebuilt from artifacts/fuseflow_model.json and its safetensors weights.
+import mlflow
+from tasks.export.tabular_pyfunc import tabular_python_model
 
-
-def inference_module(core: Any, scaling: Any, task: str) -> Any:
-    """raw features -> class ids (classification) or target values (regression)."""
-    import torch
-    import torch.nn as nn
-
-    class TabularInference(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.core = core
-            self.register_buffer("mean", torch.tensor(scaling.feature_mean, dtype=torch.float32))
-            self.register_buffer("scale", torch.tensor(scaling.feature_scale, dtype=torch.float32))
-            self.target_mean, self.target_scale = float(scaling.target_mean), float(scaling.target_scale)
-            self.classify = task == "classification"
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            out = self.core((x - self.mean) / self.scale)
-            if self.classify:
-                return out.argmax(-1)
-            return out.squeeze(-1) * self.target_scale + self.target_mean
-
-    return TabularInference().eval()
+mlflow.models.set_model(tabular_python_model())
+"""
 
 
 def model_spec(model_config: Any, splits: Any, scaling: Any) -> dict[str, Any]:
+    layout = splits.layout
     return {"format": "fuseflow-tabular/1", "model": model_config.model_dump(mode="json"), "task": splits.task,
             "in_features": splits.num_features, "out_features": splits.num_outputs,
-            "feature_names": splits.feature_names, "classes": splits.classes, "scaling": scaling.to_dict()}
+            "feature_names": splits.feature_names, "classes": splits.classes, "scaling": scaling.to_dict(),
+            "features": splits.features, "embeddings": layout["embeddings"],
+            "input_columns": [i["name"] for i in (splits.features or {}).get("inputs", [])]}
+
+
+def signature(spec: dict[str, Any]) -> Any:
+    """Raw input columns (optional where the training data had missing cells) -> label + class probabilities, or
+    the regression prediction."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    inputs = Schema([ColSpec(i["type"], i["name"], required=not i["nullable"])
+                     for i in (spec.get("features") or {}).get("inputs", [])])
+    if spec["task"] == "classification":
+        classes = spec["classes"]
+        label_type = "long" if all(isinstance(c, int) and not isinstance(c, bool) for c in classes) else "string"
+        outputs = Schema([ColSpec(label_type, "label")] + [ColSpec("double", f"proba_{c}") for c in classes])
+    else:
+        outputs = Schema([ColSpec("double", "prediction")])
+    return ModelSignature(inputs=inputs, outputs=outputs)
 
 
 def save_tabular_model(core: Any, model_config: Any, splits: Any, scaling: Any, path: Path) -> Path:
-    """Save an MLflow model folder at `path` (pt2 program + weights + spec)."""
-    import mlflow.pytorch
-    import numpy as np
+    """Save an MLflow model folder at `path` (loader script + weights + spec), with a raw-row input example."""
+    import mlflow
+    import mlflow.pyfunc
     import torch
     from safetensors.torch import save_file
 
-    core = core.to("cpu").eval()
-    extras = path.parent / f"{path.name}-extras"
-    extras.mkdir(parents=True, exist_ok=True)
-    spec_file = extras / SPEC_FILE
-    spec_file.write_text(json.dumps(model_spec(model_config, splits, scaling), indent=2, default=str), encoding="utf-8")
-    weights_file = extras / WEIGHTS_FILE
-    save_file({k: v.detach().contiguous() for k, v in core.state_dict().items()}, str(weights_file))
-    example = np.ascontiguousarray(_raw_rows(splits, scaling)[:5], dtype=np.float32)
-    import warnings
-
-    with _EXPORT_LOCK, warnings.catch_warnings():  # torch.export keeps module-global state: one thread at a time
-        warnings.filterwarnings("ignore", message=".*Integer columns.*")  # class ids are integers by design
-        mlflow.pytorch.save_model(
-            inference_module(core, scaling, splits.task), str(path), serialization_format="pt2", input_example=example,
-            extra_files=[str(spec_file), str(weights_file)],
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"])
+    spec = model_spec(model_config, splits, scaling)
+    with tempfile.TemporaryDirectory(prefix="fuseflow-tabular-") as tmp:
+        spec_file, weights_file, script = Path(tmp) / SPEC_FILE, Path(tmp) / WEIGHTS_FILE, Path(tmp) / "tabular_model.py"
+        spec_file.write_text(json.dumps(spec, indent=2, default=str), encoding="utf-8")
+        core = core.to("cpu").eval()
+        save_file({k: v.detach().contiguous() for k, v in core.state_dict().items()}, str(weights_file))
+        script.write_text(LOADER_SCRIPT, encoding="utf-8")
+        example = splits.raw["test"].head(5) if splits.raw else None
+        mlflow.pyfunc.save_model(
+            str(path), python_model=str(script), artifacts={"spec": str(spec_file), "weights": str(weights_file)},
+            signature=signature(spec), input_example=example,
+            pip_requirements=[f"mlflow=={mlflow.__version__}", f"torch=={torch.__version__.split('+')[0]}",
+                              "safetensors", "pydantic>=2", "numpy", "pandas"])
+    extras = path / "extra_files"
+    extras.mkdir(exist_ok=True)
+    (extras / SPEC_FILE).write_text(json.dumps(spec, indent=2, default=str), encoding="utf-8")
     return path
 
 
-def _raw_rows(splits: Any, scaling: Any) -> Any:
-    """Test rows mapped back to raw feature units (the splits given here are already standardized)."""
-    import numpy as np
+def _weights_path(model_dir: Path) -> Path:
+    """A member folder keeps its weights in extra_files/; a logged model in artifacts/."""
+    for folder in ("extra_files", "artifacts"):
+        candidate = Path(model_dir) / folder / WEIGHTS_FILE
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"no {WEIGHTS_FILE} in {model_dir}/extra_files or {model_dir}/artifacts")
 
-    mean, scale = np.asarray(scaling.feature_mean), np.asarray(scaling.feature_scale)
-    return splits.X["test"] * scale + mean
+
+def network_from_spec(spec: dict[str, Any], weights: Path) -> Any:
+    """The network of a spec with its safetensors weights (no pickle), behind its embedding front end if any."""
+    from safetensors.torch import load_file
+
+    from tasks.registry import MODELS
+    from tasks.train.embedded import build_network
+
+    config = MODELS.get(spec["model"]["type"]).model_validate(spec["model"])
+    network = build_network(config.build, spec["in_features"], spec["out_features"], spec.get("embeddings") or ())
+    network.load_state_dict(load_file(str(weights)))
+    return network.eval()
 
 
 def load_tabular_network(model_dir: Path) -> tuple[Any, dict[str, Any]]:
     """Rebuild the network of a saved model folder from its spec and safetensors weights (no pickle)."""
-    from safetensors.torch import load_file
-
-    from tasks.registry import MODELS
-
-    extras = Path(model_dir) / "extra_files"
-    spec = json.loads((extras / SPEC_FILE).read_text(encoding="utf-8"))
-    config = MODELS.get(spec["model"]["type"]).model_validate(spec["model"])
-    network = config.build(spec["in_features"], spec["out_features"])
-    network.load_state_dict(load_file(str(extras / WEIGHTS_FILE)))
-    return network.eval(), spec
+    spec = json.loads((Path(model_dir) / "extra_files" / SPEC_FILE).read_text(encoding="utf-8"))
+    return network_from_spec(spec, _weights_path(model_dir)), spec

@@ -19,7 +19,7 @@ from tasks.fusion.report import BestMember, FusionReport, MemberScores, Scores, 
 
 @dataclass
 class FusionData:
-    """The splits every member was trained on, as raw inputs (feature rows or texts) and class ids."""
+    """The splits every member was trained on, as raw inputs (DataFrames of raw rows, or texts) and class ids."""
 
     X: dict[str, Any]
     y: dict[str, np.ndarray]
@@ -43,7 +43,8 @@ def load_fusion_data(data: dict[str, Any], base_dir: Path) -> FusionData:
     splits = load_tabular(config, int(config.split.seed), base_dir, None)
     if splits.task != "classification":
         raise ValueError(f"fusion combines classifiers; {splits.name} is a {splits.task} dataset")
-    return FusionData(splits.X, splits.y, list(splits.classes), splits.digest, splits.feature_names, splits=splits)
+    inputs = [i["name"] for i in (splits.features or {}).get("inputs", [])] or splits.feature_names
+    return FusionData(splits.raw or splits.X, splits.y, list(splits.classes), splits.digest, inputs, splits=splits)
 
 
 def _text_data(config: Any, base_dir: Path) -> FusionData:

@@ -3,8 +3,8 @@
 Saved as an MLflow "model from code": the model folder holds a three-line loader script, a `fusion/` artifact
 folder (`fusion.json`: combination and member list; `members/<i>/`: each member's spec and safetensors
 weights) and `extra_files/fuseflow_model.json` (format, classes and tabular feature names, which `fuseflow predict`
-reads). Loading rebuilds every member without unpickling anything; `predict(rows)` returns class ids, like a tabular
-model.
+reads). Loading rebuilds every member without unpickling anything; `predict(rows)` returns `label` and
+`proba_<class>` columns, like a tabular model.
 Loading needs the `tasks` package (fuseflow) importable.
 """
 from __future__ import annotations
@@ -76,13 +76,23 @@ def fused_python_model() -> Any:
                 probs = predictor.probabilities(inputs)
                 return pd.DataFrame({"label": [str(predictor.classes[i]) for i in probs.argmax(1)],
                                      "score": probs.max(1)})
-            return predictor.predict(inputs)
+            return tabular_frame(predictor.probabilities(inputs), predictor.classes)
 
     return FusedModel()
 
 
+def tabular_frame(probs: np.ndarray, classes: Sequence[Any]) -> Any:
+    """`label` (the class values) and `proba_<class>` columns, as a tabular model returns them."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"label": np.asarray(list(classes), dtype=object)[probs.argmax(1)]})
+    for i, name in enumerate(classes):
+        frame[f"proba_{name}"] = probs[:, i]
+    return frame
+
+
 def _as_inputs(model_input: Any, members: Sequence[FusionMember]) -> Any:
-    """Rows as a float array for tabular members; a list of strings for text members."""
+    """Raw rows (a DataFrame, or an array each member reads by position) for tabular members; strings for text."""
     import pandas as pd
 
     if members and members[0].kind == "text":
@@ -91,13 +101,12 @@ def _as_inputs(model_input: Any, members: Sequence[FusionMember]) -> Any:
                 return list(zip(model_input.iloc[:, 0].astype(str), model_input.iloc[:, 1].astype(str)))
             return model_input.iloc[:, 0].astype(str).tolist()
         return [str(t) for t in (model_input if isinstance(model_input, (list, tuple, np.ndarray, pd.Series)) else [model_input])]
-    if isinstance(model_input, pd.DataFrame):
-        return model_input.to_numpy(dtype=np.float32)
-    return np.asarray(model_input, dtype=np.float32)
+    return model_input
 
 
 def save_fused_model(predictor: FusedPredictor, path: Path, input_example: Any, method: dict[str, Any]) -> Path:
-    """Write the MLflow pyfunc model folder at `path` (must not exist yet); `method` is the fusion method's config."""
+    """Write the MLflow pyfunc model folder at `path` (must not exist yet); `method` is the fusion method's config.
+    Tabular: the first member's raw-column signature, and the same `label` + `proba_<class>` output."""
     import mlflow
     import mlflow.pyfunc
     import torch
@@ -108,17 +117,30 @@ def save_fused_model(predictor: FusedPredictor, path: Path, input_example: Any, 
         script.write_text(LOADER_SCRIPT, encoding="utf-8")
         mlflow.pyfunc.save_model(
             str(path), python_model=str(script), artifacts={"fusion": str(folder)}, input_example=input_example,
+            signature=_tabular_signature(predictor),
             pip_requirements=[f"mlflow=={mlflow.__version__}", f"torch=={torch.__version__.split('+')[0]}",
                               "safetensors", "pydantic>=2", "numpy", "pandas"] + _text_requirements(predictor))
     extras = path / "extra_files"
     extras.mkdir(exist_ok=True)
     spec = {"format": FUSED_FORMAT, "task": "classification", "classes": predictor.classes,
             "members": [m.name for m in predictor.members], "method": method}
-    features = [getattr(m, "spec", {}).get("feature_names") for m in predictor.members if m.kind == "tabular"]
-    if features and features[0]:
-        spec["feature_names"] = list(features[0])  # `fuseflow predict` matches a file's columns by these names
+    tabular = [getattr(m, "spec", {}) for m in predictor.members if m.kind == "tabular"]
+    if tabular:  # `fuseflow predict` matches a file's columns by these names
+        spec["input_columns"] = list(tabular[0].get("input_columns") or tabular[0].get("feature_names") or [])
+        spec["feature_names"] = list(tabular[0].get("feature_names") or [])
+        spec["features"] = tabular[0].get("features")
     (extras / SPEC_FILE).write_text(json.dumps(spec, indent=2, default=str), encoding="utf-8")
     return path
+
+
+def _tabular_signature(predictor: FusedPredictor) -> Any:
+    """The raw-column signature of the first tabular member (members share one data section), else None."""
+    from tasks.export.torch_model import signature
+
+    tabular = [m.spec for m in predictor.members if m.kind == "tabular" and (m.spec.get("features") or {}).get("inputs")]
+    if not tabular:
+        return None
+    return signature({**tabular[0], "classes": predictor.classes, "task": "classification"})
 
 
 def _text_requirements(predictor: FusedPredictor) -> list[str]:

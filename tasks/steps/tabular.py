@@ -32,12 +32,14 @@ def preprocess(steps: list[Any], splits: TabularSplits, target_scaling: str) -> 
 
 
 @task(name="build-model", cache_policy=NO_CACHE)
-def build_model(model_config: Any, in_features: int, out_features: int, seed: int) -> Any:
-    """Instantiate the network with a seeded initialisation."""
+def build_model(model_config: Any, in_features: int, out_features: int, seed: int,
+                embeddings: list[dict[str, int]] | None = None) -> Any:
+    """Instantiate the network with a seeded initialisation (behind an embedding front end for category codes)."""
     from tasks.train.common import seeded_init
+    from tasks.train.embedded import build_network
 
     with seeded_init(seed):
-        return model_config.build(in_features, out_features)
+        return build_network(model_config.build, in_features, out_features, embeddings or ())
 
 
 @task(name="train", cache_policy=StepCachePolicy())
@@ -100,17 +102,27 @@ def log_model(model: Any, model_config: Any, splits: TabularSplits, scaling: Any
 
 @task(name="log-dataset", cache_policy=NO_CACHE)
 def log_dataset(splits: TabularSplits, logger: RunLogger) -> str:
-    """Record the training split as the run's dataset input (name, content digest, schema)."""
+    """Record the training split's raw rows as the run's dataset input (name, content digest, schema), and the
+    feature table (types, missing cells, strategies) as a table, params and a Prefect artifact."""
     import mlflow.data
     import pandas as pd
     from mlflow.data.code_dataset_source import CodeDatasetSource
 
-    frame = pd.DataFrame(splits.X["train"], columns=splits.feature_names)
-    frame["label"] = splits.y["train"]
+    from tasks.data.features.report import log_feature_report
+
+    log_feature_report(splits.report, logger)
+    if splits.raw:
+        frame = splits.raw["train"].copy()
+    else:
+        frame = pd.DataFrame(splits.X["train"], columns=splits.feature_names)
+    labels = splits.y["train"]
+    if splits.classes:
+        labels = pd.Series([splits.classes[i] for i in labels]).to_numpy()
+    frame["label" if "label" not in frame.columns else "label_"] = labels
     source = CodeDatasetSource(tags={tags.DATASET_SOURCE: splits.source})  # sklearn:/hub: names have no resolver
     with warnings.catch_warnings():  # MLflow infers the schema here and when the input is logged
         warnings.filterwarnings("ignore", message=".*Integer columns.*")  # class ids are integers by design
-        dataset = mlflow.data.from_pandas(frame, source=source, name=splits.name, targets="label",
+        dataset = mlflow.data.from_pandas(frame, source=source, name=splits.name, targets=frame.columns[-1],
                                           digest=splits.digest)
         logger.log_dataset(dataset, "training")
     return splits.digest

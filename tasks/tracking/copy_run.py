@@ -24,6 +24,15 @@ def local_artifact_dir(artifact_uri: str) -> Optional[Path]:
     return Path(url2pathname(parsed.path))
 
 
+def copy_params(client: Any, origin: Any, target: Any) -> None:
+    """The params the origin's steps logged (the feature table, dropped rows) that the new run does not have yet."""
+    from mlflow.entities import Param
+
+    new = [Param(k, v) for k, v in origin.data.params.items() if k not in target.data.params]
+    for i in range(0, len(new), 100):
+        client.log_batch(target.info.run_id, params=new[i:i + 100])
+
+
 def copy_metrics(client: Any, origin: Any, run_id: str, started_ms: int) -> None:
     """Every metric of `origin` with its full history (steps kept, times shifted to the new run's start)."""
     from mlflow.entities import Metric
@@ -98,10 +107,11 @@ def copy_artifacts(client: Any, origin: Any, run_id: str, tracking_uri: str) -> 
 
 
 def copy_run_outputs(client: Any, origin_run_id: str, run_id: str, tracking_uri: str) -> Any:
-    """Copy metrics, dataset inputs and artifacts of finished run `origin_run_id` into `run_id`; returns the origin."""
+    """Copy metrics, params, dataset inputs and artifacts of finished run `origin_run_id` into `run_id`; returns the origin."""
     origin = client.get_run(origin_run_id)
-    started = client.get_run(run_id).info.start_time
-    copy_metrics(client, origin, run_id, started)
+    target = client.get_run(run_id)
+    copy_metrics(client, origin, run_id, target.info.start_time)
+    copy_params(client, origin, target)
     copy_datasets(client, origin, run_id)
     copy_artifacts(client, origin, run_id, tracking_uri)
     return origin

@@ -107,7 +107,7 @@ def _test_split(seed: int = 3):
     from tasks.data.tabular import load_tabular
 
     splits = load_tabular(SklearnData(source="sklearn", name="digits"), seed, Path("."))
-    return splits.X["test"], splits.y["test"]
+    return splits.raw["test"], splits.y["test"]
 
 
 def test_mixed_fusion_parent_has_three_nested_member_runs(project):
@@ -180,14 +180,17 @@ def test_fused_model_loads_and_predicts_raw_rows(project, capsys, tmp_path):
     summary = project["run"]("fusion-mixed")
     model = mlflow.pyfunc.load_model(summary.model_uri)
     X, y = _test_split()
-    preds = np.asarray(model.predict(X.astype(np.float32)))
-    assert preds.shape == (len(y),)
+    out = model.predict(X)
+    assert len(out) == len(y) and list(out.columns) == ["label"] + [f"proba_{c}" for c in range(10)]
+    preds = out["label"].to_numpy().astype(int)
     report = summary.fusion.report
     assert (preds == y).mean() == pytest.approx(report.fused.test["accuracy"])  # the same model the run scored
-    frame_preds = np.asarray(model.predict(pd.DataFrame(X[:7])))
-    np.testing.assert_array_equal(frame_preds, preds[:7])
+    assert np.allclose(out.filter(like="proba_").sum(axis=1), 1.0)
+    assert model.metadata.get_input_schema().input_names() == list(X.columns)  # the raw columns, by name
+    reordered = X.iloc[:7, ::-1].assign(extra=1.0)
+    np.testing.assert_array_equal(model.predict(reordered)["label"].to_numpy().astype(int), preds[:7])
     rows = tmp_path / "rows.csv"
-    pd.DataFrame(X[:5]).to_csv(rows, index=False)
+    X[:5].to_csv(rows, index=False)
     assert main(["predict", summary.model_uri, str(rows), "--tracking-uri", project["uri"]]) == 0
     printed = capsys.readouterr().out.split()
     assert printed[-5:] == [str(int(p)) for p in preds[:5]]
@@ -240,16 +243,16 @@ def test_soup_of_different_initialisations_collapses_and_ships_the_best_member(p
     assert run.data.tags["fuseflow.fusion.shipped"] == "best_member"
     best = run.data.tags["fuseflow.fusion.best_member"]
     assert run.data.metrics["test_accuracy"] == pytest.approx(report.best_member.test["accuracy"])
-    # the logged model is the best member's own model (its pytorch flavor), not a fused one
+    # the logged model is the best member's own model (a tabular network), not a fused one
     import mlflow.artifacts
 
     mlmodel = yaml.safe_load(Path(mlflow.artifacts.download_artifacts(
         run_id=summary.run_id, artifact_path="model/MLmodel", tracking_uri=project["uri"])).read_text())
-    assert "pytorch" in mlmodel["flavors"]
+    assert set(mlmodel["flavors"]["python_function"]["artifacts"]) == {"spec", "weights"}
     member_run = run.data.tags[f"fuseflow.fusion.member.{best}.run_id"]
     X, y = _test_split()
-    shipped = np.asarray(mlflow.pyfunc.load_model(summary.model_uri).predict(X.astype(np.float32)))
-    original = np.asarray(mlflow.pyfunc.load_model(f"runs:/{member_run}/model").predict(X.astype(np.float32)))
+    shipped = mlflow.pyfunc.load_model(summary.model_uri).predict(X)["label"].to_numpy()
+    original = mlflow.pyfunc.load_model(f"runs:/{member_run}/model").predict(X)["label"].to_numpy()
     np.testing.assert_array_equal(shipped, original)
 
 

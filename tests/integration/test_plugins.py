@@ -110,9 +110,9 @@ def test_a_plugin_adds_a_model_a_preprocess_step_and_a_metric(prefect_harness, t
              "from sklearn.datasets import load_iris\n"
              f"mlflow.set_tracking_uri({uri!r})\n"
              f"model = mlflow.pyfunc.load_model('runs:/{run.info.run_id}/model')\n"
-             "X, y = load_iris(return_X_y=True)\n"
-             "pred = np.asarray(model.predict(pd.DataFrame(X.astype(np.float32)))).reshape(-1)\n"
-             "print((pred == y).mean())")
+             "iris = load_iris(as_frame=True)\n"
+             "pred = model.predict(iris.data)['label'].to_numpy()\n"
+             "print((pred == np.asarray(iris.target_names)[iris.target]).mean())")
     accuracy = subprocess.run([sys.executable, "-c", check], cwd=project, env=with_plugin, capture_output=True,
                               text=True, timeout=300, check=True).stdout.strip().splitlines()[-1]
     assert float(accuracy) > 0.6

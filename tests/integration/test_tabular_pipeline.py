@@ -105,12 +105,19 @@ def test_logged_model_predicts_raw_rows(iris_project):
     folder, uri, summary = iris_project
     mlflow.set_tracking_uri(uri)
     model = mlflow.pyfunc.load_model(summary.model_uri)
-    X, y = load_iris(return_X_y=True)
-    pred = np.asarray(model.predict(pd.DataFrame(X.astype(np.float32)))).reshape(-1)
-    assert pred.shape == (150,)
-    assert (pred == y).mean() > 0.7  # raw, unscaled features: the scaler travels with the model
-    flavors = model.metadata.flavors
-    assert flavors["pytorch"].get("serialization_format", "pt2") == "pt2" or "model.pt2" in json.dumps(flavors)
+    iris = load_iris(as_frame=True)
+    frame = iris.data.astype(np.float64)
+    out = model.predict(frame)
+    assert list(out.columns) == ["label", "proba_setosa", "proba_versicolor", "proba_virginica"]
+    names = np.asarray(iris.target_names)[iris.target]
+    assert (out["label"].to_numpy() == names).mean() > 0.7  # raw, unscaled features: the scaler travels with the model
+    assert np.allclose(out.filter(like="proba_").sum(axis=1), 1.0)
+    schema = model.metadata.get_input_schema()
+    assert schema.input_names() == list(iris.data.columns)  # the raw columns, by name
+    assert {t.name for t in schema.input_types()} == {"double"}
+    shuffled = frame[frame.columns[::-1]].assign(extra="ignored")  # by name: order and extra columns do not matter
+    assert (model.predict(shuffled)["label"] == out["label"]).all()
+    assert "python_function" in model.metadata.flavors and "pytorch" not in model.metadata.flavors
 
 
 def test_predict_cli_prints_class_names(iris_project, capsys):
@@ -159,8 +166,10 @@ def test_regression_target_is_scaled_and_mapped_back(prefect_harness, project_di
     assert summary.task == "regression"
     assert summary.metrics["test_r2"] > 0.2
     mlflow.set_tracking_uri(tracking_uri)
-    X, y = load_diabetes(return_X_y=True)
-    pred = np.asarray(mlflow.pyfunc.load_model(summary.model_uri).predict(X[:50].astype(np.float32))).reshape(-1)
+    X, y = load_diabetes(return_X_y=True, as_frame=True)
+    out = mlflow.pyfunc.load_model(summary.model_uri).predict(X[:50])
+    assert list(out.columns) == ["prediction"]
+    pred = out["prediction"].to_numpy()
     assert 25 < pred.mean() < 346 and pred.std() > 10  # target units, not standardized ones
 
 

@@ -130,8 +130,9 @@ def iris_predictions(tracking_uri: str, model_uri: str) -> tuple:
 
     mlflow.set_tracking_uri(tracking_uri)
     model = mlflow.pyfunc.load_model(model_uri)
-    X, y = load_iris(return_X_y=True)
-    return np.asarray(model.predict(pd.DataFrame(X.astype(np.float32)))).reshape(-1), y
+    iris = load_iris(as_frame=True)
+    labels = model.predict(iris.data)["label"].tolist()
+    return np.asarray([list(iris.target_names).index(v) for v in labels]), iris.target.to_numpy()
 
 
 def cli_env(project_dir: Path, *paths: Path) -> dict[str, str]:

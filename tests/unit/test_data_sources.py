@@ -75,10 +75,11 @@ def test_single_class_label_is_a_config_error(tmp_path):
         load_tabular(CsvData(source="csv", path="one.csv", label_column="y"), seed=0, base_dir=tmp_path)
 
 
-def test_non_numeric_features_are_a_config_error(tmp_path):
+def test_a_string_column_of_two_values_becomes_one_binary_input(tmp_path):
     pd.DataFrame({"x": ["u", "v"] * 10, "y": [0, 1] * 10}).to_csv(tmp_path / "s.csv", index=False)
-    with pytest.raises(ConfigError, match="non-numeric feature columns"):
-        load_tabular(CsvData(source="csv", path="s.csv", label_column="y"), seed=0, base_dir=tmp_path)
+    splits = load_tabular(CsvData(source="csv", path="s.csv", label_column="y"), seed=0, base_dir=tmp_path)
+    assert splits.feature_names == ["x"]
+    assert set(np.unique(splits.X["train"])) == {0.0, 1.0}
 
 
 def test_max_samples_caps_each_split():

@@ -24,7 +24,8 @@ class StandardizeConfig(StrictModel):
     modalities: ClassVar[frozenset[str]] = frozenset({"tabular"})
 
     def apply(self, X: dict[str, Any], scaling: "FittedScaling") -> dict[str, Any]:
-        """Fit on `X["train"]`, transform every split; `scaling` is composed with it (after the steps before)."""
+        """Fit on `X["train"]`, transform every split; `scaling` is composed with it (after the steps before).
+        Only the number columns are rescaled: one-hot, 0/1 and embedding-code columns keep their values."""
         import numpy as np
         from sklearn.preprocessing import StandardScaler
 
@@ -32,5 +33,9 @@ class StandardizeConfig(StrictModel):
         scaler = StandardScaler(with_mean=self.with_mean, with_std=self.with_std).fit(X["train"])
         mean = scaler.mean_ if self.with_mean else np.zeros(n)
         scale = scaler.scale_ if self.with_std else np.ones(n)
+        fixed = ~np.asarray(scaling.scalable, dtype=bool)
+        if fixed.any():
+            mean, scale = np.where(fixed, 0.0, mean), np.where(fixed, 1.0, scale)
+            scaler.mean_, scaler.scale_ = mean, scale
         scaling.compose(mean, scale)
         return {k: scaler.transform(v).astype(np.float32) for k, v in X.items()}

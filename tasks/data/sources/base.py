@@ -23,6 +23,8 @@ class SplitConfig(StrictModel):
     stratify: bool = True
     seed: Optional[int] = Field(None, ge=0, le=MAX_SEED, description="seed of the split (default: the pipeline's seed); "
                                 "fusion members share one split while their `seed` varies the initialisation")
+    group_by: Optional[str] = Field(None, min_length=1, description="keep all rows with the same value of this column "
+                                    "(one person of panel data) in one split; the column is not a feature")
 
     @model_validator(mode="after")
     def _leave_training_data(self) -> "SplitConfig":

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any, Literal, Optional
 
 from pydantic import Field
 
+from tasks.data.features.spec import TableColumns
 from tasks.data.sources.base import DataBase
 from tasks.errors import ConfigError, did_you_mean
 from tasks.registry import DATA_SOURCES
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
 
 
 @DATA_SOURCES.register
-class HubData(DataBase):
+class HubData(TableColumns, DataBase):
     """A Hugging Face Hub dataset (or a local dataset folder/script that `datasets.load_dataset` accepts)."""
 
     source: Literal["hub"]
@@ -25,7 +26,6 @@ class HubData(DataBase):
     splits: Optional[dict[Literal["train", "validation", "test"], str]] = Field(
         None, description="use the dataset's own splits, e.g. {train: train, validation: validation}")
     label_column: str = "label"
-    features: Optional[list[str]] = Field(None, min_length=1)
     text_column: Optional[str] = None
     text_columns: Optional[list[str]] = Field(None, min_length=2, max_length=2)
     data_files: Optional[Any] = Field(None, description="for file-based builders (csv/json/parquet) on the Hub or disk")
@@ -51,8 +51,10 @@ class HubData(DataBase):
         if self.label_column not in frame.columns:
             raise ConfigError.single(f"unknown column '{self.label_column}'{did_you_mean(self.label_column, frame.columns)}",
                                      ("data", "label_column"))
-        label = frame[self.label_column]
-        features = frame[self.features] if self.features else frame.drop(columns=[self.label_column])
+        issues = self.column_issues([str(c) for c in frame.columns])
+        if issues:
+            raise ConfigError.single(issues[0][1], ("data",) + issues[0][0])
+        features, label = self.select(frame)
         names = None
         feature_info = dataset[wanted[0]].features.get(self.label_column)
         if getattr(feature_info, "names", None):

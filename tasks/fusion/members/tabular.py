@@ -1,4 +1,4 @@
-"""Tabular members: a network with its fitted feature scaling, rebuilt from the spec JSON and safetensors weights
+"""Tabular members: a network with its fitted feature encoding and scaling, rebuilt from the spec JSON and safetensors weights
 that fuseflow logs beside every tabular model (`model/extra_files/`), so no pickle is loaded."""
 from __future__ import annotations
 
@@ -18,12 +18,11 @@ class TabularMember(FusionMember):
     kind = "tabular"
 
     def __init__(self, name: str, network: Any, spec: dict[str, Any]) -> None:
+        from tasks.export.tabular_pyfunc import TabularInputs
+
         self.name, self.network, self.spec = name, network, spec
         self.classes = list(spec.get("classes") or [])
-        scaling = spec.get("scaling") or {}
-        n = int(spec["in_features"])
-        self.mean = np.asarray(scaling.get("feature_mean") or [0.0] * n, dtype=np.float32)
-        self.scale = np.asarray(scaling.get("feature_scale") or [1.0] * n, dtype=np.float32)
+        self.inputs = TabularInputs(spec)
 
     @classmethod
     def from_dir(cls, name: str, model_dir: Path) -> "TabularMember":
@@ -37,12 +36,13 @@ class TabularMember(FusionMember):
     def logits(self, inputs: Any) -> np.ndarray:
         import torch
 
-        X = np.asarray(inputs, dtype=np.float32)
-        if X.ndim != 2 or X.shape[1] != len(self.mean):
-            raise ValueError(f"member {self.name} expects rows of {len(self.mean)} features, got shape {X.shape}")
+        try:
+            X = self.inputs.matrix(inputs)
+        except ValueError as exc:
+            raise ValueError(f"member {self.name}: {exc}") from None
         with torch.no_grad():
             self.network.eval()
-            return self.network(torch.from_numpy((X - self.mean) / self.scale)).double().numpy()
+            return self.network(torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))).double().numpy()
 
     def state_dict(self) -> dict[str, Any]:
         return {k: v.detach().clone() for k, v in self.network.state_dict().items()}

@@ -1,0 +1,1 @@
+"""Feature types: one module each, registered in `FEATURE_TYPES` by their `type` value."""
