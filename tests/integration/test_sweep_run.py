@@ -97,7 +97,6 @@ def test_parent_holds_the_trials_table_plot_and_report(swept, tmp_path):
 
 def test_fuse_top_fuses_the_two_best_trials_and_compares_with_the_best(swept, tmp_path):
     import mlflow
-    import numpy as np
     from sklearn.datasets import load_iris
 
     parent, trials, uri = swept
@@ -120,8 +119,9 @@ def test_fuse_top_fuses_the_two_best_trials_and_compares_with_the_best(swept, tm
     local = mlflow.artifacts.download_artifacts(run_id=parent.info.run_id, artifact_path="model",
                                                 dst_path=str(tmp_path / "model"), tracking_uri=uri)
     model = mlflow.pyfunc.load_model(local)
-    X = load_iris().data[:6].astype(np.float32)
-    assert len(model.predict(X)) == 6
+    iris = load_iris(as_frame=True)
+    predicted = model.predict(iris.frame.drop(columns="target").head(6))
+    assert len(predicted) == 6 and set(predicted["label"]) <= {"setosa", "versicolor", "virginica"}
 
 
 def test_no_model_is_registered_unless_asked(swept):

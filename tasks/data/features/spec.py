@@ -2,9 +2,9 @@
 types) and `feature_defaults` (options per type, e.g. `{numeric: {missing: mean}}`)."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Annotated, Any, Optional, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from tasks.registry import FEATURE_TYPES, StrictModel
 
@@ -28,11 +28,19 @@ def _auto_or_type(value: Any) -> Any:
     return value
 
 
+def _features_form(value: Any) -> str:
+    return "mapping" if isinstance(value, dict) else "list"
+
+
 class TableColumns(StrictModel):
     """Which columns of a table are the label and the features, and what type each feature is."""
 
     label_column: str
-    features: Optional[Union[list[str], dict[str, Optional[FEATURE_TYPES.field_type()]]]] = Field(  # type: ignore[valid-type]
+    # a mapping is checked as a mapping only (an error in it must not also say "Input should be a valid list")
+    features: Optional[Annotated[Union[  # type: ignore[valid-type]
+        Annotated[list[str], Tag("list")],
+        Annotated[dict[str, Optional[FEATURE_TYPES.field_type()]], Tag("mapping")],  # type: ignore[valid-type]
+    ], Discriminator(_features_form)]] = Field(
         None, description="feature columns (default: all but the label): a list of names (types inferred), or a "
         "mapping `name: type` / `name: {type: ..., options}` / `name: auto`")
     feature_defaults: dict[str, FEATURE_TYPES.field_type()] = Field(  # type: ignore[valid-type]
