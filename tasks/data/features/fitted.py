@@ -34,7 +34,11 @@ def plan_columns(frame: "pd.DataFrame", columns: Any = None) -> tuple[list[Colum
     plans: list[ColumnPlan] = []
     issues: list[Issue] = []
     for position, name in enumerate(frame.columns):
-        declared = columns.declared_type(str(name)) if columns is not None else None
+        try:
+            declared = columns.declared_type(str(name)) if columns is not None else None
+        except ValueError as exc:  # its options clash with `feature_defaults`
+            issues.append((("features", str(name)), str(exc)))
+            continue
         if declared is not None:
             plans.append(ColumnPlan(str(name), declared))
             continue
@@ -44,7 +48,11 @@ def plan_columns(frame: "pd.DataFrame", columns: Any = None) -> tuple[list[Colum
             key = ("features", str(name)) if isinstance(getattr(columns, "features", None), dict) else ("features",)
             issues.append((key, str(exc)))
             continue
-        config = columns.typed_for(inferred.type) if columns is not None else FEATURE_TYPES.get(inferred.type)()
+        try:
+            config = columns.typed_for(inferred.type) if columns is not None else FEATURE_TYPES.get(inferred.type)()
+        except ValueError as exc:
+            issues.append((("feature_defaults", inferred.type), str(exc)))
+            continue
         plans.append(ColumnPlan(str(name), config, f"inferred: {inferred.reason}"))
     return plans, issues
 

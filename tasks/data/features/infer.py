@@ -33,8 +33,10 @@ def infer_type(column: "pd.Series", position: int) -> Inferred:
     """The feature type of `column` (at `position` in the table); raises HighCardinality with the fix."""
     import pandas as pd
 
+    from tasks.data.features.types.base import is_missing
+
     name = str(column.name)
-    present = column.dropna()
+    present = column[~is_missing(column)]  # blank strings are missing too, as in training
     distinct = int(present.nunique())
     if position == 0 and name.startswith("Unnamed: "):
         return Inferred("drop", "a row index written by pandas")
@@ -56,7 +58,7 @@ def infer_type(column: "pd.Series", position: int) -> Inferred:
     raise HighCardinality(
         f"column '{name}' holds {distinct:,} distinct strings in {len(present):,} rows: too many for a category; "
         f"give it a type in `features`: `{name}: drop` (an id or free text), or `{name}: {{type: category, "
-        "max_categories: 50}}` to keep its most frequent values")
+        f"max_categories: 50}}` to keep its most frequent values")
 
 
 def _looks_like_dates(present: "pd.Series") -> bool:

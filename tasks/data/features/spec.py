@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any, Optional, Union
 
-from pydantic import Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from tasks.registry import FEATURE_TYPES, StrictModel
 
@@ -133,5 +133,11 @@ def with_defaults(config: Any, defaults: dict[str, Any]) -> Any:
     base = defaults.get(config.type)
     if base is None:
         return config
-    merged = {**base.model_dump(exclude_unset=True), **config.model_dump(exclude_unset=True), "type": config.type}
-    return type(config).model_validate(merged)
+    own = config.model_dump(exclude_unset=True)
+    inherited = {key: value for key, value in base.model_dump(exclude_unset=True).items()
+                 if config.dependent_options.get(key) not in own}
+    try:
+        return type(config).model_validate({**inherited, **own, "type": config.type})
+    except ValidationError as exc:  # a combination only the merge makes: said as a config problem, with both keys
+        reasons = "; ".join(error["msg"].removeprefix("Value error, ") for error in exc.errors())
+        raise ValueError(f"this column's options combined with `feature_defaults.{config.type}`: {reasons}") from None

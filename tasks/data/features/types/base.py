@@ -36,6 +36,9 @@ class FeatureType(StrictModel):
     drops_rows: ClassVar[bool] = False
     #: the MLflow signature type of the raw column, when the type fixes it (numeric: double); else from the data
     signature_type: ClassVar[str | None] = None
+    #: options that belong to another one (numeric `fill_value` to `missing`): a column that sets the owner takes
+    #: the dependant from itself only, never from `feature_defaults`
+    dependent_options: ClassVar[dict[str, str]] = {}
 
     def fit(self, column: "pd.Series") -> dict[str, Any]:
         """The JSON state fitted on the training column (statistics, vocabulary)."""

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-PARTS = ("year", "month", "dayofweek")
+PARTS = ("year", "month", "day_of_week")
 
 
 @FEATURE_TYPES.register

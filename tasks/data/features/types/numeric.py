@@ -2,7 +2,7 @@
 optional "was missing" indicator; scaled by `standardize` / `minmax` fitted on train, or left as is."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal, Optional
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Optional
 
 from pydantic import model_validator
 
@@ -23,6 +23,8 @@ class NumericFeature(FeatureType):
     fill_value: Optional[float] = None
     indicator: bool = False
     scaling: Literal["none", "standardize", "minmax"] = "none"
+
+    dependent_options: ClassVar[dict[str, str]] = {"fill_value": "missing"}
 
     @model_validator(mode="after")
     def _constant_needs_a_value(self) -> "NumericFeature":
