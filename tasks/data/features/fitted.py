@@ -129,15 +129,20 @@ class FittedFeatures:
         return [name for name in self.input_names if name not in present]
 
     def transform(self, frame: "pd.DataFrame") -> "np.ndarray":
-        """Raw rows -> the network's float32 input; a missing column is an error that names it (extra columns are
-        ignored)."""
+        """Raw rows -> the network's float32 input; a missing required column is an error that names it, a missing
+        optional one (it had missing cells in training, so the signature lets a caller leave it out) is all
+        missing; extra columns are ignored."""
         import numpy as np
 
+        frame = frame.rename(columns=str)
+        absent = {i["name"]: (np.nan if i["type"] in ("double", "long", "float", "integer") else None)
+                  for i in self.inputs if i.get("nullable") and i["name"] not in frame.columns}
+        if absent:
+            frame = frame.assign(**absent)
         missing = self.missing_inputs(frame)
         if missing:
             raise ValueError(f"the rows lack the model's input column(s) {missing} (the model takes: "
                              f"{', '.join(self.input_names)})")
-        frame = frame.rename(columns=str)
         parts = [config.encode(frame[c["name"]], c["state"]) for config, c in zip(self._configs(), self.columns)
                  if config.blocks(c["name"], c["state"])]
         if not parts:
