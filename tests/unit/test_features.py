@@ -272,8 +272,14 @@ def test_transform_ignores_extra_and_reordered_columns_and_names_a_missing_one()
     fitted, features = fit_messy()
     shuffled = features[features.columns[::-1]].assign(unused="x")
     np.testing.assert_array_equal(fitted.transform(shuffled), fitted.transform(features))
-    with pytest.raises(ValueError, match=r"lack the model's input column\(s\) \['region'\]"):
-        fitted.transform(features.drop(columns=["region"]))
+    with pytest.raises(ValueError, match=r"lack the model's input column\(s\) \['member'\]"):
+        fitted.transform(features.drop(columns=["member"]))  # no missing cell in training: required
+
+
+def test_an_omitted_nullable_column_is_all_missing():
+    fitted, features = fit_messy()  # `region` had missing cells, so the signature makes it optional
+    np.testing.assert_array_equal(fitted.transform(features.drop(columns=["region"])),
+                                  fitted.transform(features.assign(region=None)))
 
 
 # --- the load path -------------------------------------------------------------------------------------------------
@@ -427,9 +433,11 @@ def test_predictor_takes_raw_rows_with_extra_and_reordered_columns(tmp_path):
     pd.testing.assert_frame_equal(model.predict_frame(messy), expected)
 
 
-def test_predictor_names_a_missing_required_column(tmp_path):
+def test_predictor_takes_an_omitted_optional_column_as_missing_and_refuses_an_array(tmp_path):
     model, splits, _ = predictor(tmp_path)
-    with pytest.raises(ValueError, match=r"\['device'\].*the model takes: age, region, plan, signup, device"):
-        model.predict_frame(splits.raw["test"].drop(columns=["device"]))
+    rows = splits.raw["test"]
+    assert all(i["nullable"] for i in model.spec["features"]["inputs"])  # every column had missing cells
+    omitted = model.predict_frame(rows.drop(columns=["device"]))
+    pd.testing.assert_frame_equal(omitted, model.predict_frame(rows.assign(device=None)))
     with pytest.raises(ValueError, match="pass a DataFrame"):
         model.inputs.matrix(np.zeros((2, 5)))
