@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Protocol
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 
@@ -21,6 +21,7 @@ from tasks.cache.policy import CacheOptions, cache_options, current_options, ind
 from tasks.pipeline.resolved import ResolvedPipeline
 from tasks.pipeline.runner import RunnerConfig
 from tasks.pipeline.summary import RunSummary
+from tasks.steps.step_task import step
 from tasks.tracking.logger import absolute_uri, resolve_tracking_uri
 
 
@@ -86,7 +87,7 @@ class ListFeed:
         return [self._outcomes[key] for key in self._keys]
 
 
-@task(name="train-nested", task_run_name="train-{job.key}", cache_policy=NO_CACHE, persist_result=False)
+@step(name="train-nested", task_run_name="train-{job.key}", cache_policy=NO_CACHE, persist_result=False)
 def train_nested(job: NestedJob, base_dir: Path, parent_run_id: str, cache: CacheOptions) -> RunSummary | Pruned:
     """Train the job's pipeline in a nested MLflow run (in this process, a thread, or a cluster worker); a trial
     its pruner stopped returns `Pruned` (its run is closed KILLED and tagged pruned)."""

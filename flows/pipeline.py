@@ -15,6 +15,7 @@ from flows.spec.overrides import parse_overrides
 from flows.spec.project import DEFAULT_FILE, load_project
 from flows.spec.resolve import resolve
 from flows.tracking_run import tracked_run
+from tasks.pipeline.retries import retry_policy
 from tasks.pipeline.summary import RunSummary
 from tasks.tracking import tags
 from tasks.tracking.promotion import register_and_promote
@@ -49,7 +50,11 @@ def run_pipeline(pipeline: str, overrides: Optional[dict[str, Any]] = None, file
     # the CLI sets the quiet defaults already; a Prefect worker or a Python caller gets them here, for the run
     with quiet_defaults(), tracked_run(spec, overrides, project.base_dir, extra_tags=extra_tags,
                                        resume=resume) as logger, cache_options(cache_dir(project.base_dir), no_cache):
-        summary = body(resolved, logger, project.base_dir)
+        policy = spec.retry_policy
+        if policy.describe():
+            get_run_logger().info("retries and timeouts: %s", policy.describe())
+        with retry_policy(policy):
+            summary = body(resolved, logger, project.base_dir)
         with logger.phase("register"):
             summary.registry = register_and_promote(spec.tracking, summary.run_id, summary.model_uri,
                                                     logger.tracking_uri)

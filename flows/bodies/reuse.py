@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from prefect import task
+from tasks.steps.step_task import step
 from prefect.cache_policies import NO_CACHE
 
 from flows.bodies.training import Body
@@ -54,7 +54,7 @@ def reusable_run(logger: RunLogger, pipeline: str, candidates: list[str]) -> Opt
     return None
 
 
-@task(name="reuse-run", cache_policy=NO_CACHE)
+@step(name="reuse-run", cache_policy=NO_CACHE)
 def reuse_run(origin: ReusableRun, logger: RunLogger, reason: str) -> RunSummary:
     """Copy the outputs of `origin` into this run and tag it as their reuse."""
     from tasks.tracking.copy_run import copy_run_outputs

@@ -20,5 +20,9 @@ TRAINING_BODIES: dict[str, Body] = {
 
 
 def run_training(pipeline: ResolvedPipeline, logger: RunLogger, base_dir: Path) -> RunSummary:
-    """Train one model into `logger`'s run with the body of the pipeline's modality."""
-    return TRAINING_BODIES[pipeline.modality](pipeline, logger, base_dir)
+    """Train one model into `logger`'s run with the body of the pipeline's modality, its steps under the pipeline's
+    retries and timeouts (set here too, so a fusion member or sweep trial on a cluster worker gets its own)."""
+    from tasks.pipeline.retries import retry_policy
+
+    with retry_policy(pipeline.spec.retry_policy):
+        return TRAINING_BODIES[pipeline.modality](pipeline, logger, base_dir)

@@ -156,8 +156,10 @@ class CachedStep:
         self.task, self.decisions, self.folder = task, decisions, folder
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from tasks.pipeline.retries import explain_timeout
+
         try:
-            return self.task(*args, **kwargs)
+            return explain_timeout(self.task.name, self.task, *args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - only a failed read of a cached result is retried
             decision = self.decisions.get(self.task.name) or {}
             if decision.get("status") != "cached" or not decision.get("key"):
@@ -201,8 +203,10 @@ def _bound(task: Any, decisions: dict[str, dict[str, Any]]) -> Any:
     policy = dataclasses.replace(policy, folder=options.folder, key_storage=options.folder / "keys",
                                  decisions=decisions, isolation_level=IsolationLevel.SERIALIZABLE,
                                  lock_manager=ProcessAwareLockManager(lock_files_directory=options.folder / "locks"))
+    from tasks.pipeline.retries import step_options
+
     return task.with_options(cache_policy=policy, persist_result=True, refresh_cache=options.refresh,
-                             result_storage=options.folder / "results")
+                             result_storage=options.folder / "results", **step_options(task.name))
 
 
 def report_cache_use(logger: Any, found: dict[str, dict[str, Any]], train_result: Any = None) -> None:

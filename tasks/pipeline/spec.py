@@ -3,12 +3,13 @@ that need the whole pipeline: does each step, the model and the trainer fit the 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from tasks.evaluate.config import EvaluateConfig
 from tasks.fusion.config import FusionConfig
+from tasks.pipeline.retries import MAX_RETRIES, RetryPolicy, StepName, StepOptions, _duration
 from tasks.pipeline.runner import RunnerConfig
 from tasks.pipeline.schedule import ScheduleConfig
 from tasks.registry import DATA_SOURCES, LOSSES, MAX_SEED, MODELS, PREPROCESSORS, TRAINERS, StrictModel
@@ -36,6 +37,16 @@ class PipelineSpec(StrictModel):
     fusion: Optional[FusionConfig] = None
     sweep: Optional[SweepConfig] = None
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
+    retries: int = Field(0, ge=0, le=MAX_RETRIES, description="tries after a failed one, for every step (Prefect "
+                         "task retries; a retried `train` resumes from its last checkpoint)")
+    retry_delay_seconds: float = Field(10.0, ge=0, le=86400, description="wait before the first retry, doubled "
+                                       "before each later one")
+    timeout: Optional[Union[float, str]] = Field(None, description="seconds or a duration ('30m', '2h') one try of "
+                                                 "any step may take")
+    steps: dict[StepName, StepOptions] = Field(default_factory=dict, description="per step: {train: {retries: 2, "
+                                               "retry_delay_seconds: 30, timeout: 6h}}")
+
+    _timeout = field_validator("timeout")(classmethod(lambda cls, v: _duration(v)))
 
     @model_validator(mode="after")
     def _complete(self) -> "PipelineSpec":
@@ -67,6 +78,12 @@ class PipelineSpec(StrictModel):
         """What a training pipeline (or sweep) learns from: `tabular` or `text`, as its data source says; None for
         a fusion, whose members decide (`ResolvedPipeline.modality`)."""
         return self.data.modality if self.data is not None else None
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """The retries and timeouts its steps run under."""
+        return RetryPolicy(retries=self.retries, retry_delay_seconds=self.retry_delay_seconds, timeout=self.timeout,
+                           steps=self.steps)
 
     @property
     def experiment(self) -> str:

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from prefect import task
+from tasks.steps.step_task import step
 from prefect.cache_policies import NO_CACHE
 
 
-@task(name="load-member", task_run_name="load-{name}", cache_policy=NO_CACHE, persist_result=False)
+@step(name="load-member", task_run_name="load-{name}", cache_policy=NO_CACHE, persist_result=False)
 def load_member(name: str, uri: str, tracking_uri: str) -> Any:
     """Download a member's model and rebuild it (network + preprocessing) to read its logits."""
     from tasks.fusion.members.load import load_member as load
@@ -15,7 +15,7 @@ def load_member(name: str, uri: str, tracking_uri: str) -> Any:
     return load(name, uri, tracking_uri)
 
 
-@task(name="fuse", cache_policy=NO_CACHE, persist_result=False)
+@step(name="fuse", cache_policy=NO_CACHE, persist_result=False)
 def fuse_members(method: Any, members: list[Any], data: Any, metric_names: list[str], bootstrap: Any,
                  require_gain: bool, sources: list[str], run_ids: list[Optional[str]]) -> Any:
     """Fit the method on validation, score test once, decide what ships."""

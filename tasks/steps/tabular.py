@@ -6,7 +6,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from prefect import task
+from tasks.steps.step_task import step
 from prefect.cache_policies import NO_CACHE
 
 from tasks.cache.policy import NOT_KEYED, StepCachePolicy
@@ -15,7 +15,7 @@ from tasks.tracking import tags
 from tasks.tracking.logger import RunLogger
 
 
-@task(name="load-data", cache_policy=StepCachePolicy(exclude=NOT_KEYED + ("base_dir",)))
+@step(name="load-data", cache_policy=StepCachePolicy(exclude=NOT_KEYED + ("base_dir",)))
 def load_data(config: Any, seed: int, base_dir: Path, loss: str | None = None) -> TabularSplits:
     """Read the table and split it (seeded, stratified for classification)."""
     from tasks.data.tabular import load_tabular
@@ -23,7 +23,7 @@ def load_data(config: Any, seed: int, base_dir: Path, loss: str | None = None) -
     return load_tabular(config, seed, base_dir, loss)
 
 
-@task(name="preprocess", cache_policy=StepCachePolicy())
+@step(name="preprocess", cache_policy=StepCachePolicy())
 def preprocess(steps: list[Any], splits: TabularSplits, target_scaling: str) -> tuple[TabularSplits, Any]:
     """Fit the preprocess steps on train and transform every split."""
     from tasks.data.scaling import fit_preprocess
@@ -31,7 +31,7 @@ def preprocess(steps: list[Any], splits: TabularSplits, target_scaling: str) -> 
     return fit_preprocess(steps, splits, target_scaling)
 
 
-@task(name="build-model", cache_policy=NO_CACHE)
+@step(name="build-model", cache_policy=NO_CACHE)
 def build_model(model_config: Any, in_features: int, out_features: int, seed: int,
                 embeddings: list[dict[str, int]] | None = None) -> Any:
     """Instantiate the network with a seeded initialisation (behind an embedding front end for category codes)."""
@@ -42,7 +42,7 @@ def build_model(model_config: Any, in_features: int, out_features: int, seed: in
         return build_network(model_config.build, in_features, out_features, embeddings or ())
 
 
-@task(name="train", cache_policy=StepCachePolicy())
+@step(name="train", cache_policy=StepCachePolicy())
 def train(model: Any, splits: TabularSplits, train_config: Any, seed: int, logger: RunLogger | None,
           resume: dict | None = None, checkpoint: Any = None) -> tuple[Any, Any]:
     """Run the training backend; per-epoch metrics go to MLflow in one batch per epoch.
@@ -70,7 +70,7 @@ def network_outputs(model: Any, splits: TabularSplits, split: str, scaling: Any)
     return out.squeeze(-1).numpy() * scaling.target_scale + scaling.target_mean
 
 
-@task(name="evaluate", cache_policy=NO_CACHE)
+@step(name="evaluate", cache_policy=NO_CACHE)
 def evaluate(model: Any, splits: TabularSplits, scaling: Any, config: Any, train_result: Any,
              logger: RunLogger | None) -> dict[str, Any]:
     """Test metrics, per-class report and plots; logged to the run and returned."""
@@ -89,7 +89,7 @@ def evaluate(model: Any, splits: TabularSplits, scaling: Any, config: Any, train
     return ev.record_evaluation(report, metrics, train_result, config, logger)
 
 
-@task(name="log-model", cache_policy=NO_CACHE)
+@step(name="log-model", cache_policy=NO_CACHE)
 def log_model(model: Any, model_config: Any, splits: TabularSplits, scaling: Any, logger: RunLogger) -> str:
     """Save the model (pt2 + weights + spec) as the run's `model` artifact; returns its `runs:/` URI."""
     from tasks.export.torch_model import save_tabular_model
@@ -100,7 +100,7 @@ def log_model(model: Any, model_config: Any, splits: TabularSplits, scaling: Any
     return f"runs:/{logger.run_id}/model"
 
 
-@task(name="log-dataset", cache_policy=NO_CACHE)
+@step(name="log-dataset", cache_policy=NO_CACHE)
 def log_dataset(splits: TabularSplits, logger: RunLogger) -> str:
     """Record the training split's raw rows as the run's dataset input (name, content digest, schema), and the
     feature table (types, missing cells, strategies) as a table, params and a Prefect artifact."""

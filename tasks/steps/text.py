@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from prefect import task
+from tasks.steps.step_task import step
 from prefect.cache_policies import NO_CACHE
 
 from tasks.cache.policy import StepCachePolicy
@@ -23,13 +23,13 @@ from tasks.tracking.logger import RunLogger
 log = logging.getLogger("fuseflow")
 
 
-@task(name="load-tokenizer", cache_policy=NO_CACHE)
+@step(name="load-tokenizer", cache_policy=NO_CACHE)
 def load_tokenizer(model_config: Any, base_dir: Path) -> Any:
     """The model's fast tokenizer; loaded first so that a missing model fails before any data work."""
     return model_config.load_tokenizer(base_dir)
 
 
-@task(name="load-data", cache_policy=NO_CACHE)
+@step(name="load-data", cache_policy=NO_CACHE)
 def load_data(config: Any, seed: int, base_dir: Path) -> TextSplits:
     """Load the texts through `datasets`, map labels to ids (sorted) and split (seeded, stratified)."""
     from tasks.data.text import load_text
@@ -37,7 +37,7 @@ def load_data(config: Any, seed: int, base_dir: Path) -> TextSplits:
     return load_text(config, seed, base_dir)
 
 
-@task(name="log-dataset", cache_policy=NO_CACHE)
+@step(name="log-dataset", cache_policy=NO_CACHE)
 def log_dataset(splits: TextSplits, logger: RunLogger) -> str:
     """The training split as the run's dataset input (content digest), and the label map as param + artifact."""
     import json
@@ -60,7 +60,7 @@ def log_dataset(splits: TextSplits, logger: RunLogger) -> str:
     return splits.digest
 
 
-@task(name="tokenize", cache_policy=NO_CACHE)
+@step(name="tokenize", cache_policy=NO_CACHE)
 def tokenize(splits: TextSplits, tokenizer: Any, config: Any, logger: RunLogger | None) -> TextSplits:
     """Tokenize every split (or reuse the tokens cached by an earlier run); the cache use is tagged on the run."""
     import json
@@ -74,7 +74,7 @@ def tokenize(splits: TextSplits, tokenizer: Any, config: Any, logger: RunLogger 
     return tokenized
 
 
-@task(name="build-model", cache_policy=NO_CACHE)
+@step(name="build-model", cache_policy=NO_CACHE)
 def build_model(model_config: Any, classes: list[str], tokenizer: Any, seed: int, base_dir: Path) -> Any:
     """The transformer with a classification head over `classes`, seeded."""
     from tasks.train.common import seeded_init
@@ -83,7 +83,7 @@ def build_model(model_config: Any, classes: list[str], tokenizer: Any, seed: int
         return model_config.build_text(classes, tokenizer, base_dir)
 
 
-@task(name="train", cache_policy=StepCachePolicy())
+@step(name="train", cache_policy=StepCachePolicy())
 def train(model: Any, splits: TextSplits, tokenizer: Any, train_config: Any, tokenize_config: Any, seed: int,
           logger: RunLogger | None, resume: dict | None = None, checkpoint: Any = None) -> tuple[Any, Any]:
     """Fine-tune with the configured backend; per-epoch metrics go to the run under the same names for both.
@@ -109,7 +109,7 @@ def class_probabilities(model: Any, splits: TextSplits, split: str, tokenizer: A
     return predict_batches(model, data, batch_size).softmax(-1).float().cpu().numpy()
 
 
-@task(name="evaluate", cache_policy=NO_CACHE)
+@step(name="evaluate", cache_policy=NO_CACHE)
 def evaluate(model: Any, splits: TextSplits, tokenizer: Any, config: Any, train_result: Any, eval_batch_size: int,
              logger: RunLogger | None) -> dict[str, Any]:
     """Test metrics, per-class report with the class names, confusion matrix and learning curve."""
@@ -123,7 +123,7 @@ def evaluate(model: Any, splits: TextSplits, tokenizer: Any, config: Any, train_
     return ev.record_evaluation(report, metrics, train_result, config, logger)
 
 
-@task(name="log-model", cache_policy=NO_CACHE)
+@step(name="log-model", cache_policy=NO_CACHE)
 def log_model(model: Any, tokenizer: Any, raw: TextSplits, logger: RunLogger, source: str) -> str:
     """The model and tokenizer as an MLflow transformers model (text-classification); returns its `runs:/` URI."""
     from tasks.export.hf_model import log_text_model
