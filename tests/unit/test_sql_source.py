@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from tasks.data.sources import sql as sql_module
+from tasks.data import sql_database as sql_module
 from tasks.data.sources.sql import SqlData, masked_url
 from tasks.data.tabular import load_tabular
 from tasks.errors import ConfigError
