@@ -3,6 +3,7 @@ the pipeline's open MLflow run. Fusion members and sweep trials are training pip
 from __future__ import annotations
 
 from flows.bodies.fusion import run_fusion
+from flows.bodies.scoring import run_scoring
 from flows.bodies.sweep import run_sweep
 from flows.bodies.training import Body, run_training
 from tasks.pipeline.resolved import ResolvedPipeline
@@ -12,6 +13,7 @@ BODIES: dict[str, Body] = {
     "training": run_training,
     "fusion": run_fusion,
     "sweep": run_sweep,
+    "scoring": run_scoring,
 }
 
 

@@ -166,14 +166,18 @@ class SqlDatabase(StrictModel):
         return f"{url.host or 'localhost'}{f':{port}' if port else ''}" + (f"/{url.database}" if url.database else "")
 
     @contextmanager
-    def connection(self, base_dir: Optional[Path]) -> Iterator[Any]:
-        """An open connection; every problem before the first query is a ConfigError at `url`, in one line."""
+    def connection(self, base_dir: Optional[Path], create: bool = False) -> Iterator[Any]:
+        """An open connection; every problem before the first query is a ConfigError at `url`, in one line. With
+        `create`, a sqlite file that does not exist yet is created (an output), in a folder that must exist."""
         import sqlalchemy
         from sqlalchemy.exc import NoSuchModuleError
 
         url = self.resolved_url(base_dir)
         backend = url.get_backend_name()
-        if backend == "sqlite" and not Path(url.database).is_file():  # sqlite would create an empty file
+        if backend == "sqlite" and create and not Path(url.database).parent.is_dir():
+            raise ConfigError.single(f"the folder of the sqlite database does not exist: {Path(url.database).parent}",
+                                     ("url",))
+        if backend == "sqlite" and not create and not Path(url.database).is_file():  # sqlite would create a file
             raise ConfigError.single(f"sqlite database not found: {url.database} (a relative path in `url` is "
                                      f"resolved against {Path(base_dir or '.').resolve()}, the folder of "
                                      "pipelines.yaml)", ("url",))

@@ -15,9 +15,11 @@ from tasks.registry import StrictModel
 
 #: every Prefect task a pipeline runs (the names of `@task(name=...)` in tasks/steps and tasks/)
 STEP_NAMES = ("load-data", "log-dataset", "preprocess", "tokenize", "load-tokenizer", "build-model", "train",
-              "evaluate", "log-model", "reuse-run", "load-member", "fuse", "train-nested")
+              "evaluate", "log-model", "reuse-run", "load-member", "fuse", "train-nested", "resolve-model",
+              "load-profile", "score")
 StepName = Literal["load-data", "log-dataset", "preprocess", "tokenize", "load-tokenizer", "build-model", "train",
-                   "evaluate", "log-model", "reuse-run", "load-member", "fuse", "train-nested"]
+                   "evaluate", "log-model", "reuse-run", "load-member", "fuse", "train-nested", "resolve-model",
+                   "load-profile", "score"]
 
 #: retries beyond this are a typo, not a policy
 MAX_RETRIES = 20

@@ -12,12 +12,13 @@ from tasks.fusion.config import FusionConfig
 from tasks.pipeline.retries import MAX_RETRIES, RetryPolicy, StepName, StepOptions, _duration
 from tasks.pipeline.runner import RunnerConfig
 from tasks.pipeline.schedule import ScheduleConfig
+from tasks.scoring.config import ScoringConfig
 from tasks.registry import DATA_SOURCES, LOSSES, MAX_SEED, MODELS, PREPROCESSORS, TRAINERS, StrictModel
 from tasks.sweep.config import SweepConfig
 from tasks.tracking.config import TrackingConfig
 
 Issue = tuple[tuple, str]  # (key path in the pipeline, message)
-Kind = Literal["training", "fusion", "sweep"]
+Kind = Literal["training", "fusion", "sweep", "scoring"]
 
 
 class PipelineSpec(StrictModel):
@@ -37,6 +38,8 @@ class PipelineSpec(StrictModel):
     fusion: Optional[FusionConfig] = None
     sweep: Optional[SweepConfig] = None
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
+    predict: Optional[ScoringConfig] = Field(None, description="a scoring pipeline: a logged model applied to new "
+                                             "rows (instead of data/model/train)")
     retries: int = Field(0, ge=0, le=MAX_RETRIES, description="tries after a failed one, for every step (Prefect "
                          "task retries; a retried `train` resumes from its last checkpoint)")
     retry_delay_seconds: float = Field(10.0, ge=0, le=86400, description="wait before the first retry, doubled "
@@ -50,6 +53,12 @@ class PipelineSpec(StrictModel):
 
     @model_validator(mode="after")
     def _complete(self) -> "PipelineSpec":
+        if self.predict is not None:
+            extra = [key for key in ("data", "model", "train", "preprocess", "fusion", "sweep") if getattr(self, key)]
+            if extra:
+                raise ValueError(f"a scoring pipeline (`predict:`) takes its rows from `predict.data` and its model "
+                                 f"from `predict.model`; remove {', '.join(f'`{k}`' for k in extra)}")
+            return self
         if self.sweep is not None and self.fusion is not None:
             raise ValueError("a pipeline is a sweep or a fusion, not both: sweep a training pipeline, and use "
                              "`sweep.fuse_top: K` to fuse its K best trials")
@@ -67,6 +76,8 @@ class PipelineSpec(StrictModel):
     @property
     def kind(self) -> Kind:
         """Which body runs this pipeline: a sweep, a fusion, or one training run."""
+        if self.predict is not None:
+            return "scoring"
         if self.sweep is not None:
             return "sweep"
         if self.fusion is not None:
@@ -92,7 +103,7 @@ class PipelineSpec(StrictModel):
     def preflight(self, base_dir: Path) -> list[Issue]:
         """Checks beyond the schema: the steps fit the data, and the file system (files, columns, callables)."""
         issues = self.fit_issues()
-        for key in ("data", "model", "train"):
+        for key in ("data", "model", "train", "predict"):
             section = getattr(self, key)
             check = getattr(section, "preflight", None)
             if check:

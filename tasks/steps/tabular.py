@@ -112,6 +112,11 @@ def log_dataset(splits: TabularSplits, logger: RunLogger) -> str:
 
     log_feature_report(splits.report, logger)
     if splits.raw:
+        from tasks.data.features.profile import profile_frame
+
+        inputs = [i["name"] for i in (splits.features or {}).get("inputs", [])] or list(splits.raw["train"].columns)
+        # what a scoring run's drift compares with: the model's inputs as training saw them
+        logger.log_dict(profile_frame(splits.raw["train"][inputs]), "features/profile.json")
         frame = splits.raw["train"].copy()
     else:
         frame = pd.DataFrame(splits.X["train"], columns=splits.feature_names)
