@@ -56,6 +56,7 @@ def build_deployment(spec: "PipelineSpec", file: Path) -> "RunnerDeployment":
         description=spec.description or f"fuseflow pipeline {spec.name}",
         tags=["fuseflow", *spec.tags],
         schedules=[prefect_schedule(s) for s in spec.schedule],
+        triggers=[t.deployment_trigger() for t in spec.triggers],
         parameters=deployment_parameters(spec.name, file),
         entrypoint_type=EntrypointType.MODULE_PATH,  # runs from any folder where fuseflow is installed
     )
@@ -134,7 +135,9 @@ def serve_pipelines(file: str | Path, names: Sequence[str] = (), out: Any = None
               f"`prefect deployment delete {item.deployment}`)", file=out, flush=True)
     deployments = [build_deployment(spec, project.path) for spec in specs.values()]
     for spec in specs.values():
-        schedules = ", ".join(describe(s) for s in spec.schedule) or "no schedule (runs start from the UI or API)"
+        schedules = ", ".join([describe(s) for s in spec.schedule]
+                              + [f"on {t.on} {getattr(t, 'model', None) or getattr(t, 'pipeline', '')}"
+                                 for t in spec.triggers]) or "no schedule (runs start from the UI or API)"
         print(f"serving {FLOW_NAME}/{spec.name}: {schedules}", file=out, flush=True)
     print(f"Prefect API {url}; Ctrl-C stops serving (the deployments' schedules are paused until the next "
           f"`fuseflow serve`)", file=out, flush=True)

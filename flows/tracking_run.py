@@ -156,6 +156,10 @@ def tracked_run(spec: PipelineSpec, overrides: Mapping[str, Any] | None, base_di
             status, error = "FAILED", f"{type(exc).__name__}: {exc}"[:5000]
         problem = close_run(client, run.info.run_id, status, error)
         exc.fuseflow_run = RunOutcome(run.info.run_id, status if problem is None else "RUNNING", problem)
+        if status == "FAILED":
+            from tasks.tracking.events import emit_run_failed
+
+            emit_run_failed(spec.name, run.info.run_id, error)
         if problem is None and status == "FAILED":
             log_timings(timer, logger, log)  # after the run is marked: where a failed run's time went
         raise

@@ -206,6 +206,8 @@ def _construct(loader: yaml.SafeLoader, node: yaml.Node, path: Path, lines: dict
             key = _scalar(loader, key_node, path, issues, file)
             if key is _FAILED:
                 continue
+            if isinstance(key, bool):  # `on:` (a trigger's key), `yes:`: a key is a name as written, never YAML 1.1's bool
+                key = key_node.value
             if key in result:
                 if index < len(own):  # a merged key that the mapping sets itself is overridden, not duplicated
                     first = lines.get(path + (key,))

@@ -11,6 +11,7 @@ from tasks.evaluate.config import EvaluateConfig
 from tasks.fusion.config import FusionConfig
 from tasks.pipeline.retries import MAX_RETRIES, RetryPolicy, StepName, StepOptions, _duration
 from tasks.pipeline.runner import RunnerConfig
+from tasks.pipeline.triggers import TriggerConfig
 from tasks.pipeline.schedule import ScheduleConfig
 from tasks.scoring.config import ScoringConfig
 from tasks.registry import DATA_SOURCES, LOSSES, MAX_SEED, MODELS, PREPROCESSORS, TRAINERS, StrictModel
@@ -29,6 +30,8 @@ class PipelineSpec(StrictModel):
     tags: list[str] = Field(default_factory=list)
     seed: int = Field(42, ge=0, le=MAX_SEED)
     schedule: list[ScheduleConfig] = Field(default_factory=list)
+    triggers: list[TriggerConfig] = Field(default_factory=list, description="Prefect events that start this "
+                                          "pipeline under `fuseflow serve`: `- on: promoted, model: NAME`")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     data: Optional[DATA_SOURCES.field_type()] = None
     preprocess: list[PREPROCESSORS.field_type()] = Field(default_factory=list)

@@ -132,6 +132,10 @@ def register_and_promote(tracking: Any, run_id: str, model_uri: str, tracking_ur
         client.set_model_version_tag(decision.model, decision.version, promote.metric, str(value))
     client.set_tag(run_id, tags.REGISTERED_MODEL, f"{decision.model}/{decision.version}")
     client.set_tag(run_id, tags.PROMOTION, decision.message)
+    if decision.promoted:
+        from tasks.tracking.events import emit_promoted
+
+        emit_promoted(decision, run_id, client.get_run(run_id).data.tags.get(tags.PIPELINE, ""))
     return decision
 
 

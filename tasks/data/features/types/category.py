@@ -70,7 +70,10 @@ class CategoryFeature(FeatureType):
         other = len(state["categories"])
         missing = is_missing(column)
         text = as_text(column)
-        codes = np.fromiter((index.get(v, other) for v in text.tolist()), dtype=np.int64, count=len(text))
+        import pandas as pd
+
+        found = pd.Index(state["categories"], dtype=object).get_indexer(text.astype(object))  # vectorised lookup
+        codes = np.where(found < 0, other, found).astype(np.int64)
         fill = len(buckets) - 1 if self.missing == "missing_category" else index.get(state["fill"], other)
         codes[missing] = fill
         return codes
