@@ -12,7 +12,7 @@ from tasks.errors import ConfigError
 from tasks.scoring.conform import conform, missing_columns, signature_inputs
 from tasks.scoring.drift import DriftMeter
 from tasks.scoring.reader import batches, input_columns
-from tasks.scoring.tally import Tally
+from tasks.scoring.tally import Tally, metric_name
 from tasks.scoring.writer import open_sink
 
 log = logging.getLogger("fuseflow")
@@ -93,7 +93,7 @@ def score_rows(config: Any, model: Any, base_dir: Path, values: dict[str, str],
     metrics["rows_per_s"] = tally.rows / max(seconds, 1e-9)
     drift = meter.table(config.drift.warn_above) if meter is not None else []
     for row in drift:
-        metrics[f"drift_psi.{row['column']}"] = row["psi"]
+        metrics[metric_name(f"drift_psi.{row['column']}")] = row["psi"]
     if drift:
         metrics["drift_psi_max"] = max(r["psi"] for r in drift)
     task = "regression" if "pred_mean" in metrics else "classification"

@@ -10,7 +10,12 @@ from typing import TYPE_CHECKING, Any, Optional
 if TYPE_CHECKING:
     import pandas as pd
 
-_NAME = re.compile(r"[^\w\-. /]")
+_NAME = re.compile(r"[^\w\-. /:]")
+
+
+def metric_name(text: str) -> str:
+    """`text` with the characters MLflow refuses in a metric name (parentheses, ...) as `_`."""
+    return _NAME.sub("_", text)[:250]
 
 
 class Tally:
@@ -60,7 +65,7 @@ class Tally:
         found: dict[str, float] = {"rows_scored": float(self.rows)}
         total = sum(self.classes.values())
         for name, n in sorted(self.classes.items()):
-            found[f"pred_share.{_NAME.sub('_', name)[:200]}"] = n / total
+            found[metric_name(f"pred_share.{name}")] = n / total
         v = self.values
         if v["n"]:
             mean = v["sum"] / v["n"]
