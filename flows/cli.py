@@ -185,7 +185,8 @@ def _print_summary(summary: Any) -> None:
     console = _console()
     console.print(f"MLflow run id: {summary.run_id}")
     console.print(f"model: {summary.model_uri}")
-    table = Table("metric", "value", title=f"{summary.pipeline}: test metrics")
+    scored = not any(key.startswith("test_") for key in summary.metrics)  # a scoring run: what it predicted
+    table = Table("metric", "value", title=f"{summary.pipeline}: {'scoring' if scored else 'test'} metrics")
     for key, value in summary.metrics.items():
         table.add_row(key, f"{value:.4f}")
     console.print(table)
