@@ -26,21 +26,14 @@ MAX_RETRIES = 20
 
 
 def _duration(value: Union[float, str, None]) -> Optional[float]:
-    """Seconds, or '90s', '30m', '2h', '1d' -> seconds (positive)."""
-    from tasks.pipeline.schedule import _DURATION, _UNIT_SECONDS
+    """Seconds, or '90s', '30m', '2h', '1d' -> seconds (positive); None stays None."""
+    from tasks.pipeline.schedule import parse_duration
 
     if value is None:
         return None
     if isinstance(value, bool):
         raise ValueError("expected seconds or a duration such as '30m', '2h', not a boolean")
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if not match:
-            raise ValueError(f"invalid duration {value!r} (expected seconds or a duration such as '90s', '30m', '2h')")
-        value = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    if value <= 0:
-        raise ValueError("a timeout must be positive")
-    return float(value)
+    return parse_duration(value, "timeout")
 
 
 class StepOptions(StrictModel):

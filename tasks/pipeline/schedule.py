@@ -12,6 +12,18 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+def parse_duration(value: Union[float, str], what: str) -> float:
+    """Seconds, or a duration such as '90s', '30m', '2h', '1d' -> positive seconds; `what` names it in errors."""
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError(f"invalid {what} {value!r} (expected seconds or a duration such as '90s', '30m', '2h')")
+        value = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if value <= 0:
+        raise ValueError(f"{what} must be positive")
+    return float(value)
+
+
 def _check_timezone(value: Optional[str]) -> Optional[str]:
     if value is None:
         return value
@@ -50,14 +62,7 @@ class IntervalSchedule(ScheduleBase):
     @field_validator("interval")
     @classmethod
     def _positive_duration(cls, value: Union[float, str]) -> float:
-        if isinstance(value, str):
-            match = _DURATION.match(value)
-            if not match:
-                raise ValueError(f"invalid interval {value!r} (expected seconds or a duration such as '30m', '1h')")
-            value = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-        if value <= 0:
-            raise ValueError("interval must be positive")
-        return float(value)
+        return parse_duration(value, "interval")
 
 
 class RRuleSchedule(ScheduleBase):

@@ -111,8 +111,8 @@ def test_a_step_past_its_timeout_fails_the_run_naming_the_step_and_the_key(prefe
 @pytest.mark.parametrize("text,fragment", [
     ("retries: -1", "retries: Input should be greater than or equal to 0"),
     ("retries: 500", "retries: Input should be less than or equal to 20"),
-    ("timeout: soon", "timeout: invalid duration 'soon' (expected seconds or a duration such as '90s', '30m', '2h')"),
-    ("timeout: 0", "timeout: a timeout must be positive"),
+    ("timeout: soon", "timeout: invalid timeout 'soon' (expected seconds or a duration such as '90s', '30m', '2h')"),
+    ("timeout: 0", "timeout: timeout must be positive"),
     ("steps: {trian: {retries: 1}}", "did you mean 'train'"),
     ("steps: {train: {retrys: 1}}", "retrys"),
     ("steps: {train: {timeout: true}}", "steps.train.timeout: expected a number, got `true` (a boolean)"),
