@@ -42,9 +42,14 @@ def conform(frame: "pd.DataFrame", inputs: Optional[list[dict[str, Any]]], first
             continue  # optional: the model reads it as missing
         column = frame[name]
         if spec["type"] in ("double", "float", "long", "integer"):
-            numbers = pd.to_numeric(column, errors="coerce")
-            bad = numbers.isna() & column.notna() & (column.astype("string").str.strip() != "")
-            if bad.any():
+            if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+                numbers = column  # already numbers: no cell can fail
+                bad = None
+            else:
+                numbers = pd.to_numeric(column, errors="coerce")
+                suspect = numbers.isna() & column.notna()
+                bad = suspect & (column.astype("string").str.strip() != "") if suspect.any() else None
+            if bad is not None and bad.any():
                 row = int(np.flatnonzero(bad.to_numpy())[0])
                 raise ConfigError.single(f"row {first_row + row + 1}, column '{name}': {column.iloc[row]!r} is not "
                                          "a number", WHERE)
@@ -55,6 +60,8 @@ def conform(frame: "pd.DataFrame", inputs: Optional[list[dict[str, Any]]], first
             out[name] = numbers
         elif spec["type"] == "boolean":
             out[name] = column if pd.api.types.is_bool_dtype(column) else column.map(_truth)
+        elif pd.api.types.infer_dtype(column, skipna=True) in ("string", "empty"):
+            out[name] = column.astype(object).where(column.notna(), None)  # strings already: nulls as None
         else:
             text = column.astype(object)
             out[name] = text.where(column.notna(), None).map(lambda v: v if v is None else str(v))

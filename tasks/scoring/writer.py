@@ -53,7 +53,7 @@ class FileSink:
         if self.rows == 0 and not self.partial.exists():
             self.partial.write_text("", encoding="utf-8")
         os.replace(self.partial, self.path)
-        return str(self.path)
+        return str(self.path.resolve())
 
     def abort(self) -> None:
         if self._writer is not None:

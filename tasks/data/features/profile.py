@@ -59,7 +59,9 @@ def value_counts(column: "pd.Series", values: list[str]) -> Any:
 
     text = column.astype("string")
     missing = text.isna() | (text.str.strip() == "")
-    known = {v: i for i, v in enumerate(values)}
-    index = text[~missing].map(lambda v: known.get(str(v), len(values))).to_numpy(dtype="int64")
+    import pandas as pd
+
+    index = pd.Categorical(text[~missing].astype(object), categories=values).codes.astype("int64")
+    index[index < 0] = len(values)  # not a known value: `other`
     counts = np.bincount(index, minlength=len(values) + 1).astype("float64")
     return np.append(counts, float(missing.sum()))
