@@ -90,8 +90,6 @@ class SqlSink:
         self.rows += len(frame)
 
     def commit(self) -> str:
-        if self.rows == 0 and self.mode == "replace":
-            pass
         self.transaction.commit()
         return self.where
 
