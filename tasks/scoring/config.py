@@ -100,7 +100,9 @@ def _check_placeholders(value: str) -> str:
 
 
 def _output_kind(value: Any) -> str:
-    return "sql" if isinstance(value, dict) and "url" in value else "file"
+    """`sql` for a mapping (validating) or a model (serializing) with a `url`, else `file`."""
+    has_url = "url" in value if isinstance(value, dict) else hasattr(value, "url")
+    return "sql" if has_url else "file"
 
 
 ScoringInput = Annotated[Union[FileInput, SqlInput], Field(discriminator="source")]
