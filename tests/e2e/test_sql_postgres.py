@@ -8,13 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 
 from tests.support.helpers import runs_of, write_pipelines
 from tests.support.postgres import postgres_server
 from tests.support.servers import RUN_TIMEOUT, ROOT, base_env
+from tests.support.tables import shop_frame
 
 pytestmark = pytest.mark.e2e
 
@@ -34,16 +33,6 @@ pipelines:
     model: {{type: mlp, hidden: [16]}}
     train: {{backend: torch, epochs: 6, batch_size: 16, optimizer: {{name: adam, lr: 0.02}}}}
 """
-
-
-def shop_frame(n: int = 200, seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    region = rng.choice(["north", "south", "east"], n)
-    spend = rng.normal(50, 20, n)
-    frame = pd.DataFrame({"region": region, "spend": spend,
-                          "label": np.where((region == "north") | (spend > 60), "keep", "churn")})
-    frame.loc[rng.choice(n, 15, replace=False), "spend"] = np.nan
-    return frame
 
 
 def fuseflow(project: Path, env: dict, *args: str) -> subprocess.CompletedProcess:

@@ -2,11 +2,11 @@
 and the logged model predicts from a DataFrame of the same columns."""
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from tests.support.helpers import tracking_uri_env, write_pipelines
+from tests.support.tables import shop_frame
 
 PIPELINE = """\
 pipelines:
@@ -22,17 +22,6 @@ pipelines:
     model: {type: mlp, hidden: [16]}
     train: {backend: torch, epochs: 8, batch_size: 16, optimizer: {name: adam, lr: 0.02}}
 """
-
-
-def shop_frame(n: int = 200, seed: int = 0) -> pd.DataFrame:
-    """A string category, a numeric column with missing cells, and the label they decide."""
-    rng = np.random.default_rng(seed)
-    region = rng.choice(["north", "south", "east"], n)
-    spend = rng.normal(50, 20, n)
-    label = np.where((region == "north") | (spend > 60), "keep", "churn")
-    frame = pd.DataFrame({"region": region, "spend": spend, "label": label})
-    frame.loc[rng.choice(n, 15, replace=False), "spend"] = np.nan
-    return frame
 
 
 @pytest.fixture(scope="module")

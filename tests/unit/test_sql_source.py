@@ -17,21 +17,11 @@ from tasks.errors import ConfigError
 from tasks.registry import load_components
 from tests.support.helpers import write_pipelines
 from tests.support.servers import free_port
+from tests.support.tables import shop_frame
 
 load_components()
 
 SECRET = "s3cr3t-Pw"
-
-
-def shop_frame(n: int = 150, seed: int = 0) -> pd.DataFrame:
-    """A string category, a numeric column with missing cells and a label that both decide."""
-    rng = np.random.default_rng(seed)
-    region = rng.choice(["north", "south", "east"], n)
-    spend = rng.normal(50, 20, n)
-    label = np.where((region == "north") | (spend > 60), "keep", "churn")
-    frame = pd.DataFrame({"region": region, "spend": spend, "label": label})
-    frame.loc[rng.choice(n, 12, replace=False), "spend"] = np.nan
-    return frame
 
 
 def write_db(path, frame: pd.DataFrame, table: str = "customers") -> None:
@@ -45,7 +35,7 @@ def write_db(path, frame: pd.DataFrame, table: str = "customers") -> None:
 @pytest.fixture
 def shop_db(tmp_path):
     (tmp_path / "data").mkdir()
-    write_db(tmp_path / "data" / "shop.db", shop_frame())
+    write_db(tmp_path / "data" / "shop.db", shop_frame(150))
     return tmp_path
 
 
@@ -75,7 +65,7 @@ def test_a_query_loads_its_result_with_read_options(shop_db):
                  read_options={"params": {"skip": "east"}})
     assert config.preflight(shop_db) == []
     features, label, _ = config.load_frame(shop_db)
-    frame = shop_frame()
+    frame = shop_frame(150)
     kept = frame[frame["spend"].notna() & (frame["region"] != "east")]
     assert list(features.columns) == ["region", "spend"] and len(label) == len(kept) > 0
 
@@ -200,7 +190,7 @@ def test_the_step_cache_keys_on_the_sqlite_files_content(shop_db):
     first_config, first_data = fingerprint_inputs({"config": config}, shop_db)
     assert first_config["config.url"] == '"sqlite:///data/shop.db"' and set(first_data) == {"config.file"}
     assert fingerprint_inputs({"config": config}, shop_db)[1] == first_data
-    write_db(shop_db / "data" / "shop.db", shop_frame(seed=1))
+    write_db(shop_db / "data" / "shop.db", shop_frame(150, seed=1))
     assert fingerprint_inputs({"config": config}, shop_db)[1] != first_data
 
 
@@ -209,7 +199,7 @@ def test_a_servers_rows_key_the_cache(tmp_path, monkeypatch):
     from tasks.cache.fingerprint import fingerprint_inputs
 
     reads = []
-    monkeypatch.setattr(SqlData, "read", lambda self, base_dir: reads.append(1) or shop_frame(seed=len(reads) // 3))
+    monkeypatch.setattr(SqlData, "read", lambda self, base_dir: reads.append(1) or shop_frame(150, seed=len(reads) // 3))
     config = sql(url=f"postgresql://ana:{SECRET}@db/sales", table="customers")
     keys, data = fingerprint_inputs({"config": config}, tmp_path)
     assert SECRET not in str(keys) and set(data) == {"config.file"}
