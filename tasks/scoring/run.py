@@ -41,13 +41,13 @@ def output_columns(predictions: Any, config: Any) -> list[str]:
     return names
 
 
-def check_inputs(config: Any, model: Any, base_dir: Path) -> list[str]:
+def check_inputs(config: Any, inputs: Optional[list[dict[str, Any]]], base_dir: Path) -> list[str]:
     """The input's columns, after checking they give every required model input and every `keep_columns` entry."""
     columns = input_columns(config.data, base_dir)
-    missing = missing_columns(columns, signature_inputs(model))
+    missing = missing_columns(columns, inputs)
     if missing:
         raise ConfigError.single(f"the rows to score lack the model's input column(s) {missing} (the model "
-                                 f"takes: {', '.join(i['name'] for i in signature_inputs(model) or [])})",
+                                 f"takes: {', '.join(i['name'] for i in inputs or [])})",
                                  ("predict", "data"))
     absent = [c for c in config.keep_columns if c not in columns]
     if absent:
@@ -63,8 +63,8 @@ def score_rows(config: Any, model: Any, base_dir: Path, values: dict[str, str],
     """Score every row of `config.data` with `model` into `config.output`; all or nothing."""
     from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    columns = check_inputs(config, model, base_dir)
     inputs = signature_inputs(model)
+    columns = check_inputs(config, inputs, base_dir)
     label = config.data.label_column if config.data.label_column in columns else None
     tally = Tally()
     meter = DriftMeter(profile) if profile and config.drift.enabled else None
