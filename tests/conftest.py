@@ -25,6 +25,7 @@ os.environ.update({
     "HF_DATASETS_CACHE": str(_SESSION_TMP / "hf-datasets"),
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "FUSEFLOW_LOG_DIR": str(_SESSION_TMP / "logs"),
+    "FUSEFLOW_CACHE_KEY_FILE": str(_SESSION_TMP / "cache.key"),  # the cache signing key: not the user's
     "FUSEFLOW_PREFECT_SERVER": "temporary",  # no background servers; tests/e2e/test_background_server.py asks for them
 })
 os.environ.pop("MLFLOW_TRACKING_URI", None)

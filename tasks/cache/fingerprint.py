@@ -128,8 +128,9 @@ def _resolve_import(module: str, level: int, names: tuple[str, ...], importer: s
     return [module] + [f"{module}.{n}" for n in names if n != "*"]
 
 
-def module_closure(roots: Iterable[str]) -> dict[str, str]:
-    """Digest of the source of each project module reachable from `roots` through imports (any nesting)."""
+def module_closure(roots: Iterable[str], external: set[str] | None = None) -> dict[str, str]:
+    """Digest of the source of each project module reachable from `roots` through imports (any nesting); the
+    top-level names of the installed packages they import are added to `external` (the standard library is not)."""
     found: dict[str, str] = {}
     seen: set[str] = set()
     stack = list(roots)
@@ -140,6 +141,9 @@ def module_closure(roots: Iterable[str]) -> dict[str, str]:
         seen.add(name)
         path = module_file(name)
         if not is_project_file(path):
+            top = name.partition(".")[0]
+            if external is not None and top and top not in sys.stdlib_module_names and not _top_level_is_project(top):
+                external.add(top)
             continue
         stat = os.stat(path)
         source_digest, imports = _parse_module(str(path), stat.st_mtime_ns, stat.st_size)
@@ -216,13 +220,15 @@ def classes_in(value: Any, depth: int = 0) -> set[type]:
     return found
 
 
-def fingerprint_code(fn: Callable[..., Any], inputs: Mapping[str, Any]) -> dict[str, str]:
-    """module (or module:function) -> source digest, for everything project-side the step runs."""
+def fingerprint_code(fn: Callable[..., Any], inputs: Mapping[str, Any],
+                     external: set[str] | None = None) -> dict[str, str]:
+    """module (or module:function) -> source digest, for everything project-side the step runs; the installed
+    packages that code imports are added to `external` (top-level import names)."""
     own, modules = function_closure(fn)
     for value in inputs.values():
         modules |= {cls.__module__ for cls in classes_in(value)}
     modules.discard(fn.__module__)  # the task's own module counts function by function (above)
-    code = module_closure(modules)
+    code = module_closure(modules, external)
     code.update(own)
     return dict(sorted(code.items()))
 

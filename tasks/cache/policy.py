@@ -5,7 +5,8 @@ folder and `--no-cache` setting with `cached_step(task, decisions)`, and tags it
 with `report_cache_use(logger, decisions)`. The results live under the cache folder
 (`.fuseflow/cache/` beside pipelines.yaml, or `FUSEFLOW_CACHE_DIR`), which is safe to delete at any time:
 
-    results/   pickled step results (Prefect's persisted results, one file per key)
+    results/   step results (Prefect's persisted results, one file per key), signed with a per-user key and
+               verified before loading (tasks/cache/signed_storage.py)
     keys/      Prefect's cache records (metadata of each key)
     locks/     lock files: one run computes a key while the others wait, then read its result
     index.json which MLflow run computed each key, and the last key parts of each step
@@ -28,6 +29,7 @@ from tasks.cache import index as cache_index
 from tasks.paths import CACHE_DIR
 from tasks.steps.run_logger import run_logger
 from tasks.tracking import tags
+from tasks.cache.distributions import distribution_versions
 from tasks.cache.fingerprint import digest, fingerprint_code, fingerprint_inputs, fingerprint_versions
 
 CACHE_DIR_ENV = "FUSEFLOW_CACHE_DIR"
@@ -86,7 +88,10 @@ class StepCachePolicy(CachePolicy):
         keyed = {k: v for k, v in inputs.items() if k not in self.exclude}
         base_dir = inputs.get("base_dir")
         config, data = fingerprint_inputs(keyed, Path(base_dir) if base_dir else None)
-        return {"config": config, "data": data, "code": fingerprint_code(fn, keyed), "versions": fingerprint_versions()}
+        imported: set[str] = set()
+        code = fingerprint_code(fn, keyed, imported)
+        versions = {**fingerprint_versions(), **distribution_versions(imported, self.folder)}
+        return {"config": config, "data": data, "code": code, "versions": versions}
 
     def compute_key(self, task_ctx: Any, inputs: dict[str, Any], flow_parameters: dict[str, Any],
                     **kwargs: Any) -> Optional[str]:
@@ -200,13 +205,18 @@ def _bound(task: Any, decisions: dict[str, dict[str, Any]]) -> Any:
     # SERIALIZABLE: runs computing the same key at once (sweep trials, fusion members, parallel `fuseflow run`s, in
     # threads or cluster workers on this machine) take a lock file in turn; the first computes and writes the result,
     # the others then read it, so no one reads a result while it is being written; a killed run's lock is dropped
-    policy = dataclasses.replace(policy, folder=options.folder, key_storage=options.folder / "keys",
+    from tasks.cache.signed_storage import SignedLocalFileSystem, SignedPickleSerializer
+
+    # results are pickles: every file is signed with this user's key and verified before it is loaded
+    policy = dataclasses.replace(policy, folder=options.folder,
+                                 key_storage=SignedLocalFileSystem(basepath=str(options.folder / "keys")),
                                  decisions=decisions, isolation_level=IsolationLevel.SERIALIZABLE,
                                  lock_manager=ProcessAwareLockManager(lock_files_directory=options.folder / "locks"))
     from tasks.pipeline.retries import step_options
 
     return task.with_options(cache_policy=policy, persist_result=True, refresh_cache=options.refresh,
-                             result_storage=options.folder / "results", **step_options(task.name))
+                             result_storage=options.folder / "results",
+                             result_serializer=SignedPickleSerializer(), **step_options(task.name))
 
 
 def report_cache_use(logger: Any, found: dict[str, dict[str, Any]], train_result: Any = None) -> None:
