@@ -238,7 +238,8 @@ def report_cache_use(logger: Any, found: dict[str, dict[str, Any]], train_result
     found_tags.update({tags.cache_reason(step): d["reason"] for step, d in found.items()})
     if train and train["status"] == "cached":
         found_tags[tags.REUSED_RUN] = train.get("origin_run_id") or "unknown (cache index cleared)"
-        if getattr(train_result, "history", None):
+        # a resumed run reusing the training it did itself before a kill already holds its epochs: log them once
+        if getattr(train_result, "history", None) and trained_by != getattr(logger, "run_id", None):
             logger.log_history(train_result.history)
             logger.log_metrics({k: getattr(train_result, k) for k in ("best_epoch", "epochs_run", "train_samples_per_s")
                                 if hasattr(train_result, k)})

@@ -78,7 +78,12 @@ def _test_metrics(uri: str, run_id: str) -> dict[str, float]:
 
 
 @pytest.mark.slow
-def test_sigkill_after_second_checkpoint_then_resume_matches_uninterrupted(prefect_harness, project_dir, tracking_uri):
+@pytest.mark.parametrize("kill_after", ["epoch-0002.pt", "epoch-0007.pt"],
+                         ids=["during-training", "after-the-last-epoch"])
+def test_sigkill_then_resume_matches_uninterrupted_and_logs_each_epoch_once(kill_after, prefect_harness, project_dir,
+                                                                            tracking_uri):
+    """Killed mid-training, or after the last epoch (while it evaluates and logs the model): `--resume` finishes
+    the same run with each epoch's metrics logged once and the test metrics of an uninterrupted run."""
     from mlflow import MlflowClient
 
     write_pipelines(project_dir, SLOW_PIPELINE)
@@ -89,24 +94,28 @@ def test_sigkill_after_second_checkpoint_then_resume_matches_uninterrupted(prefe
     deadline = time.monotonic() + 240
     second = None
     while second is None and time.monotonic() < deadline and proc.poll() is None:
-        found = list((project_dir / "mlruns").glob("**/checkpoints/epoch-0002.pt"))
+        found = list((project_dir / "mlruns").glob(f"**/checkpoints/{kill_after}"))
         second = found[0] if found else None
-        time.sleep(0.05)
-    assert second is not None, "no second checkpoint appeared"
+        time.sleep(0.02)
+    assert second is not None, f"no checkpoint {kill_after} appeared"
     time.sleep(0.3)  # let the copy of the checkpoint finish
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=60)
     killed_id = second.parent.parent.parent.name
     killed = client.get_run(killed_id)
     assert killed.info.status == "RUNNING"  # SIGKILL: nobody could mark it
-    assert "test_accuracy" not in killed.data.metrics
+    if kill_after == "epoch-0002.pt":
+        assert "test_accuracy" not in killed.data.metrics
+    else:  # killed while evaluating or logging the model: no model, not finished
+        assert killed.info.status == "RUNNING" and killed.data.metrics.get("epochs_run") in (None, 7.0)
 
     resumed_out = _finish(_cli(project_dir, "run", "slow-iris", "--resume"))
     assert _run_id(resumed_out) == killed_id  # continued in the same MLflow run
     resumed = client.get_run(killed_id)
     assert resumed.info.status == "FINISHED"
     assert resumed.data.tags["fuseflow.resumed"] == "1"
-    assert {m.step for m in client.get_metric_history(killed_id, "val_loss")} == set(range(1, 8))
+    for metric in ("val_loss", "train_loss"):  # each epoch once: none lost, none logged twice
+        assert sorted(m.step for m in client.get_metric_history(killed_id, metric)) == list(range(1, 8)), metric
 
     reference_out = _finish(_cli(project_dir, "run", "slow-iris", "--no-cache"))
     reference_id = _run_id(reference_out)
