@@ -100,3 +100,42 @@ def test_sigterm_leaves_no_temporary_server_behind(project, tracking_uri):
     for child in alive:
         child.kill()
     assert not alive, f"left running: {[c.cmdline() for c in alive]}"
+
+
+CHILDREN_PIPELINES = {
+    # torch DDP: two gloo ranks started by the training step
+    "ddp": PIPELINE.replace("batch_size: 16, optimizer", "batch_size: 16, distributed: {nproc_per_node: 2, "
+                            "backend: gloo}, optimizer"),
+    # a sweep on a local Dask cluster: worker processes started with the flow
+    "dask": PIPELINE + """    sweep:
+      parameters:
+        train.optimizer.lr: [0.01, 0.02, 0.03, 0.04]
+      metric: val_loss
+    runner: {type: dask, workers: 2}
+""",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(CHILDREN_PIPELINES))
+def test_sigterm_stops_ddp_ranks_and_cluster_workers(kind, prefect_harness, project_dir, tracking_uri):
+    """SIGTERM while DDP ranks or Dask workers train: exit 143, no run left RUNNING, and no child process left."""
+    import psutil
+    from mlflow import MlflowClient
+
+    write_pipelines(project_dir, CHILDREN_PIPELINES[kind])
+    (project_dir / "slowterm.py").write_text(SLOW_LINEAR_MODULE)
+    proc = _start(project_dir, cli_env(project_dir))
+    _wait_training(tracking_uri, proc, timeout=300)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert len(children) >= 2, f"expected ranks or workers as child processes, got {[c.cmdline() for c in children]}"
+    out = _terminate(proc)
+    assert proc.returncode == 143, out[-3000:]
+    assert "Traceback" not in out, out[-3000:]
+    gone, alive = psutil.wait_procs(children, timeout=30)
+    for child in alive:
+        child.kill()
+    assert not alive, f"left running: {[' '.join(c.cmdline()[:4]) for c in alive]}"
+    client = MlflowClient(tracking_uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert runs and not [r.info.run_id for r in runs if r.info.status == "RUNNING"], \
+        {r.info.run_name: r.info.status for r in runs}

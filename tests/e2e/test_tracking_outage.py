@@ -5,13 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
 from tests.support.helpers import SLOW_LINEAR_MODULE, cli_env, write_pipelines
-from tests.support.servers import free_port, start, stop_group, tail, wait_for
+from tests.support.servers import MlflowServer, tail, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -25,28 +23,6 @@ pipelines:
     train: {backend: torch, epochs: 40, batch_size: 16, checkpoint_seconds: 0, optimizer: {name: adamw, lr: 0.01}}
 """
 
-
-
-class MlflowServer:
-    """`mlflow server` on a fixed loopback port over a sqlite store in `folder` (restartable on the same port)."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder, self.port = folder, free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = folder / "mlflow-server.log"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.proc = start([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
-                           "--workers", "1", "--backend-store-uri", f"sqlite:///{self.folder / 'mlflow.db'}",
-                           "--default-artifact-root", (self.folder / "artifacts").as_uri()],
-                          {**cli_env(self.folder), "MLFLOW_DISABLE_TELEMETRY": "true"}, self.log)
-        wait_for(lambda: urllib.request.urlopen(f"{self.url}/health", timeout=2).status == 200, 180,
-                 "mlflow server", self.proc, self.log)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_group(self.proc, grace=0.1)
 
 
 def test_a_tracking_outage_fails_clearly_and_resume_finishes(prefect_harness, project_dir):

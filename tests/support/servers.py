@@ -117,11 +117,14 @@ class Api:
 
 
 @contextmanager
-def prefect_server(folder: Path) -> Iterator[tuple[Api, Path]]:
-    """A real `prefect server start` on a free loopback port (UI off); yields the API and its PREFECT_HOME."""
+def prefect_server(folder: Path, database_url: str | None = None) -> Iterator[tuple[Api, Path]]:
+    """A real `prefect server start` on a free loopback port (UI off); yields the API and its PREFECT_HOME.
+    `database_url` (`postgresql+asyncpg://...`) puts its database on PostgreSQL instead of sqlite."""
     port = free_port()
     env = {**base_env(folder / "home"), "PREFECT_SERVER_API_PORT": str(port), "PREFECT_SERVER_API_HOST": "127.0.0.1",
            "PREFECT_UI_ENABLED": "false"}
+    if database_url:
+        env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
     log = folder / "server.log"
     proc = start([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1"], env, log)
     try:
@@ -130,3 +133,29 @@ def prefect_server(folder: Path) -> Iterator[tuple[Api, Path]]:
         yield api, folder / "home"
     finally:
         stop_group(proc)
+
+
+class MlflowServer:
+    """`mlflow server` on a fixed loopback port (restartable on the same port) over a store in `folder`: its own
+    sqlite database, or `backend_uri` (a PostgreSQL URL); artifacts in `folder/artifacts`."""
+
+    def __init__(self, folder: Path, backend_uri: str | None = None, workers: int = 1) -> None:
+        self.folder, self.port, self.workers = folder, free_port(), workers
+        self.backend_uri = backend_uri or f"sqlite:///{folder / 'mlflow.db'}"
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = folder / "mlflow-server.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        import urllib.request
+
+        env = {**base_env(self.folder / "prefect-home"), "MLFLOW_DISABLE_TELEMETRY": "true"}
+        self.proc = start([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
+                           "--workers", str(self.workers), "--backend-store-uri", self.backend_uri,
+                           "--default-artifact-root", (self.folder / "artifacts").as_uri()], env, self.log)
+        wait_for(lambda: urllib.request.urlopen(f"{self.url}/health", timeout=2).status == 200, START_TIMEOUT,
+                 "mlflow server", self.proc, self.log)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_group(self.proc, grace=0.1)
