@@ -185,6 +185,8 @@ def _print_summary(summary: Any) -> None:
     console = _console()
     console.print(f"MLflow run id: {summary.run_id}")
     console.print(f"model: {summary.model_uri}")
+    if getattr(summary, "mlflow_run_url", None):  # a link in the MLflow UI's classic runs view
+        console.print(f"MLflow run: {summary.mlflow_run_url}")
     scored = not any(key.startswith("test_") for key in summary.metrics)  # a scoring run: what it predicted
     table = Table("metric", "value", title=f"{summary.pipeline}: {'scoring' if scored else 'test'} metrics")
     for key, value in summary.metrics.items():
@@ -269,7 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "project's sqlite store)")
     p.add_argument("--use-cache", action="store_true", help="reuse stored step results (default: recompute all)")
     p = add("predict", "load a logged model and predict", cmd_predict)
-    p.add_argument("model_uri", help="runs:/<run_id>/model, models:/<name>/<version>, models:/<name>@<alias>")
+    p.add_argument("model_uri", help="runs:/<run_id>/model, models:/<model_id>, models:/<name>/<version>, "
+                                     "models:/<name>@<alias>")
     p.add_argument("input", nargs="?", help="CSV or JSON file of feature rows (or of texts, one per row)")
     p.add_argument("--text", action="append", default=[], help="a text to classify (repeatable)")
     p.add_argument("--proba", action="store_true", help="print a tab-separated table with a header: the label and "

@@ -38,28 +38,47 @@ def prefect_schedule(schedule: Any) -> "Schedule":
     raise TypeError(f"not a schedule: {schedule!r}")
 
 
-def deployment_parameters(name: str, file: Path) -> dict[str, Any]:
-    """Default parameters of a pipeline's deployment: its name and file are fixed, the overrides editable."""
+def deployment_parameters(name: str, file: Path, spec: "PipelineSpec | None" = None) -> dict[str, Any]:
+    """Default parameters of a pipeline's deployment: its name and file are fixed, the typed hyperparameters (the
+    YAML's values) and the free-form overrides editable."""
     from prefect.utilities.annotations import freeze
 
-    return {"pipeline": freeze(name), "overrides": {}, "file": freeze(str(file.resolve()))}
+    from flows.form_schema import hyperparameter_defaults
+
+    typed = {"hyperparameters": hyperparameter_defaults(spec)} if spec is not None else {}
+    return {"pipeline": freeze(name), **typed, "overrides": {}, "file": freeze(str(file.resolve()))}
+
+
+def typed_form(deployment: "RunnerDeployment", spec: "PipelineSpec") -> None:
+    """Put the pipeline's typed hyperparameter fields into the deployment's parameter schema, right after
+    `pipeline` in the form; the server checks every run's parameters against it (enforce_parameter_schema)."""
+    from flows.form_schema import hyperparameters_schema
+
+    properties = deployment._parameter_openapi_schema.properties
+    properties["hyperparameters"] = hyperparameters_schema(spec)
+    order = ["pipeline", "hyperparameters"] + [k for k in properties if k not in ("pipeline", "hyperparameters")]
+    for position, key in enumerate(order):
+        properties[key]["position"] = position
 
 
 def build_deployment(spec: "PipelineSpec", file: Path) -> "RunnerDeployment":
-    """The Prefect deployment of one pipeline (deployment name = pipeline name)."""
+    """The Prefect deployment of one pipeline (deployment name = pipeline name), with its typed form."""
     from prefect.types.entrypoint import EntrypointType
 
     from flows.pipeline import run_pipeline
 
-    return run_pipeline.to_deployment(
+    deployment = run_pipeline.to_deployment(
         name=spec.name,
         description=spec.description or f"fuseflow pipeline {spec.name}",
         tags=["fuseflow", *spec.tags],
         schedules=[prefect_schedule(s) for s in spec.schedule],
         triggers=[t.deployment_trigger() for t in spec.triggers],
-        parameters=deployment_parameters(spec.name, file),
+        parameters=deployment_parameters(spec.name, file, spec),
         entrypoint_type=EntrypointType.MODULE_PATH,  # runs from any folder where fuseflow is installed
+        enforce_parameter_schema=True,  # the server refuses a run whose fields are out of range or mistyped
     )
+    typed_form(deployment, spec)
+    return deployment
 
 
 def select(project: "ProjectFile", names: Sequence[str]) -> dict[str, "PipelineSpec"]:

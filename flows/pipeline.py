@@ -3,6 +3,7 @@
 `flows.pipeline:run_pipeline` is the entrypoint every deployment names: keep it here."""
 from __future__ import annotations
 
+import logging
 from typing import Any, Optional
 
 from prefect import flow, get_run_logger
@@ -10,24 +11,29 @@ from prefect import flow, get_run_logger
 from flows.bodies.reuse import ReusingBody
 from flows.bodies.table import body_for
 from flows.env import quiet_defaults
+from flows.form_schema import merged_overrides
+from flows.run_names import name_flow_run, run_name
 from flows.run_report import publish_run_report
 from flows.spec.overrides import parse_overrides
 from flows.spec.project import DEFAULT_FILE, load_project
 from flows.spec.resolve import resolve
 from flows.tracking_run import tracked_run
+from tasks.errors import ConfigError
 from tasks.pipeline.retries import retry_policy
 from tasks.pipeline.summary import RunSummary
 from tasks.tracking import tags
 from tasks.tracking.promotion import register_and_promote
 
 
-@flow(name="fuseflow", flow_run_name="{pipeline}", validate_parameters=True, persist_result=False)
+@flow(name="fuseflow", validate_parameters=True, persist_result=False)
 def run_pipeline(pipeline: str, overrides: Optional[dict[str, Any]] = None, file: str = DEFAULT_FILE,
-                 no_cache: bool = False, resume: bool = False, rerun_of: Optional[str] = None) -> RunSummary:
-    """Run pipeline `pipeline` of `file`, with `overrides` (dotted keys -> values) applied before validation.
+                 no_cache: bool = False, resume: bool = False, rerun_of: Optional[str] = None,
+                 hyperparameters: Optional[dict[str, Any]] = None) -> RunSummary:
+    """Run pipeline `pipeline` of `file`, with the changed `hyperparameters` and `overrides` applied before validation.
 
     `no_cache` recomputes every cached step; `resume` continues the latest unfinished run of this pipeline and
-    config from its last checkpoint; `rerun_of` tags the run as a reproduction of that MLflow run.
+    config from its last checkpoint; `rerun_of` tags the run as a reproduction of that MLflow run. A config error
+    fails the flow run with the CLI's message (no traceback) and raises it to a Python caller.
 
     Args:
         pipeline: the pipeline's name in the pipelines file
@@ -37,19 +43,31 @@ def run_pipeline(pipeline: str, overrides: Optional[dict[str, Any]] = None, file
         no_cache: recompute every cached step
         resume: continue the latest unfinished run of this pipeline and config from its last checkpoint
         rerun_of: an MLflow run id this run reproduces (tag only)
+        hyperparameters: the pipeline's values from the YAML, nested as there; a changed one becomes an override
     """
     from tasks.cache.policy import cache_dir, cache_options
 
-    project = load_project(file)
-    resolved = resolve(project, pipeline, parse_overrides(overrides))
+    try:
+        project = load_project(file)
+        changes = dict(overrides or {})
+        if hyperparameters:  # the form sends every field: only the ones that differ from the YAML change the run
+            changes = merged_overrides(resolve(project, pipeline).spec, hyperparameters, overrides)
+        resolved = resolve(project, pipeline, parse_overrides(changes))
+        changes = {o.key: o.value for o in parse_overrides(changes)}
+        body = body_for(resolved)
+    except ConfigError as err:
+        name_flow_run(pipeline)
+        return config_failure(err)
     spec = resolved.spec
-    body = body_for(resolved)
+    name = run_name(pipeline, changes)
+    name_flow_run(name)
     if resolved.kind == "training" and not resume:  # an unchanged rerun copies the outputs of the run it repeats
         body = ReusingBody(body)
     extra_tags = {tags.RERUN_OF: rerun_of} if rerun_of else None
     # the CLI sets the quiet defaults already; a Prefect worker or a Python caller gets them here, for the run
-    with quiet_defaults(), tracked_run(spec, overrides, project.base_dir, extra_tags=extra_tags,
-                                       resume=resume) as logger, cache_options(cache_dir(project.base_dir), no_cache):
+    with quiet_defaults(), tracked_run(spec, changes or None, project.base_dir, extra_tags=extra_tags, resume=resume,
+                                       run_name=name) as logger, \
+            cache_options(cache_dir(project.base_dir), no_cache):
         policy = spec.retry_policy
         if policy.describe():
             get_run_logger().info("retries and timeouts: %s", policy.describe())
@@ -66,6 +84,34 @@ def run_pipeline(pipeline: str, overrides: Optional[dict[str, Any]] = None, file
     if summary.registry:
         get_run_logger().info("registry: %s", summary.registry.message)
     return summary
+
+
+def config_failure(err: ConfigError) -> Any:
+    """The flow run's end on a config error: FAILED with the CLI's lines as its message, one error line in its log
+    and no traceback; a Python caller (the CLI) gets the ConfigError raised back by the flow call."""
+    from prefect.states import Failed
+
+    message = str(err)
+    get_run_logger().error("invalid configuration: %s", message)
+    err.fuseflow_reported = True  # type: ignore[attr-defined]
+    _drop_reported_tracebacks()
+    return Failed(message=message, data=err)
+
+
+class _ReportedErrorFilter(logging.Filter):
+    """Drops a record whose exception is a config error the flow reported already in one line: a served run's
+    engine raises the returned failure again and would log it with a traceback ("Engine execution exited ...")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not getattr(exc, "fuseflow_reported", False)
+
+
+def _drop_reported_tracebacks() -> None:
+    """Install the filter once on Prefect's flow-run logger (it only ever drops errors marked as reported)."""
+    flow_runs = logging.getLogger("prefect.flow_runs")
+    if not any(isinstance(f, _ReportedErrorFilter) for f in flow_runs.filters):
+        flow_runs.addFilter(_ReportedErrorFilter())
 
 
 def _keep_cache_under_cap(folder: Any) -> None:

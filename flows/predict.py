@@ -16,8 +16,11 @@ def model_spec(model_uri: str) -> dict[str, Any]:
     """The spec recorded beside a fuseflow model (`extra_files/fuseflow_model.json`: features, classes), or {}."""
     import mlflow
 
+    base = model_uri.rstrip("/")
     try:
-        local = mlflow.artifacts.download_artifacts(f"{model_uri.rstrip('/')}/extra_files/fuseflow_model.json")
+        if base.startswith("models:/m-"):  # a LoggedModel id: its files are at its artifact location
+            base = mlflow.MlflowClient().get_logged_model(base.removeprefix("models:/")).artifact_location.rstrip("/")
+        local = mlflow.artifacts.download_artifacts(f"{base}/extra_files/fuseflow_model.json")
         spec = json.loads(Path(local).read_text(encoding="utf-8"))
     except Exception:  # noqa: BLE001 - not a fuseflow model, or one logged without a spec
         return {}

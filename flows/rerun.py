@@ -73,7 +73,12 @@ def differences(run: Any, project_dir: Path) -> list[str]:
 
 
 def dataset_digests(client: Any, run_id: str) -> set[str]:
-    return {d.dataset.digest for d in client.get_run(run_id).inputs.dataset_inputs}
+    """Digests of the run's training inputs (runs also log their validation and test splits: not compared, as a
+    run logged before they were would then always differ)."""
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    return {d.dataset.digest for d in client.get_run(run_id).inputs.dataset_inputs
+            if {t.key: t.value for t in d.tags}.get(MLFLOW_DATASET_CONTEXT, "training") == "training"}
 
 
 def warn_on_stderr(message: str) -> None:

@@ -153,6 +153,7 @@ def up(file: str | Path, names: Sequence[str] = (), prefect_port: int = 4200, ml
        out: IO[str] | None = None) -> int:
     """Start the stack, print the URLs, wait for Ctrl-C (or SIGTERM, or a child dying), stop it in order."""
     from flows.deploy import select
+    from flows.run_report import mlflow_ui_url
     from flows.spec.project import load_project
 
     out = out or sys.stdout
@@ -175,7 +176,7 @@ def up(file: str | Path, names: Sequence[str] = (), prefect_port: int = 4200, ml
             print(f"{service.name} ready in {took:.1f} s (log: {service.log_path})", file=out, flush=True)
         serve.start()
         write_state(urls, services, file)
-        print(f"Prefect UI: {urls['prefect_url']}\nMLflow UI:  {urls['mlflow_url']}\n"
+        print(f"Prefect UI: {urls['prefect_url']}\nMLflow UI:  {mlflow_ui_url(urls['mlflow_url'])}\n"
               f"state: {STATE_FILE}; Ctrl-C stops everything", file=out, flush=True)
         while True:
             for service in services:

@@ -15,6 +15,7 @@ import yaml
 from flows.signals import is_termination
 from tasks.pipeline.spec import PipelineSpec
 from tasks.tracking import tags
+from tasks.tracking.child_runs import close_unfinished_children
 from tasks.tracking.logger import RunLogger, artifact_root_for, flatten, prepare_store, resolve_tracking_uri
 from tasks.train.observers import TrialPruned
 
@@ -29,7 +30,7 @@ def resolved_config(spec: PipelineSpec) -> dict[str, Any]:
 def config_hash(spec: PipelineSpec) -> str:
     """Hash of everything that shapes the result (not description, tags or schedules)."""
     data = resolved_config(spec)
-    for key in ("description", "tags", "schedule", "tracking", "runner"):
+    for key in ("description", "tags", "schedule", "tracking", "runner", "ui"):
         data.pop(key, None)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -54,6 +55,41 @@ def prefect_context() -> dict[str, str | None]:
     # the UI's own flow-run link (`flow_run.ui_url` gives 'None/flow-runs/...' on the ephemeral API, which has no UI)
     url = url_for("flow-run", obj_id=run_id) if run_id else None
     return {tags.FLOW_RUN_ID: run_id, tags.FLOW_RUN_URL: url, tags.DEPLOYMENT: deployment.name}
+
+
+def deployment_url() -> Optional[str]:
+    """The Prefect UI page of the deployment this flow run came from, when it came from one."""
+    try:
+        from prefect.runtime import deployment
+        from prefect.utilities.urls import url_for
+    except ImportError:  # pragma: no cover
+        return None
+    return url_for("deployment", obj_id=deployment.id) if deployment.id else None
+
+
+def _markdown_value(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def run_description(pipeline: str, changes: Mapping[str, Any] | None, context: Mapping[str, Any],
+                    deployment_link: Optional[str] = None) -> str:
+    """The MLflow run's description (markdown): the pipeline, what this run changed, links to its Prefect flow run
+    and deployment."""
+    lines = [f"**fuseflow pipeline `{pipeline}`**", ""]
+    if changes:
+        lines += ["Changed from pipelines.yaml:", ""]
+        lines += [f"- `{key}` = `{_markdown_value(value)}`" for key, value in changes.items()]
+    else:
+        lines.append("As in pipelines.yaml (nothing changed).")
+    flow_url, deployment = context.get(tags.FLOW_RUN_URL), context.get(tags.DEPLOYMENT)
+    if flow_url or context.get(tags.FLOW_RUN_ID):
+        run_link = f"[{context.get(tags.FLOW_RUN_ID)}]({flow_url})" if flow_url else f"`{context.get(tags.FLOW_RUN_ID)}`"
+        lines += ["", f"Prefect flow run: {run_link}"]
+    if deployment:
+        text = f"fuseflow/{deployment}"
+        lines.append(f"Prefect deployment: [{text}]({deployment_link})" if deployment_link else
+                     f"Prefect deployment: `{text}`")
+    return "\n".join(lines) + "\n"
 
 
 @dataclass(frozen=True)
@@ -94,10 +130,11 @@ def experiment_id(client: Any, name: str, uri: str) -> str:
 @contextmanager
 def tracked_run(spec: PipelineSpec, overrides: Mapping[str, Any] | None, base_dir: Path,
                 parent_run_id: str | None = None, extra_tags: Mapping[str, Any] | None = None,
-                resume: bool = False) -> Iterator[RunLogger]:
+                resume: bool = False, run_name: Optional[str] = None) -> Iterator[RunLogger]:
     """One MLflow run for one pipeline run: FINISHED on success, FAILED (with the error as a tag) on an
     exception, KILLED on Ctrl-C. With `resume`, the latest unfinished run of this pipeline and config is
-    reopened instead of creating one (see flows/resume.py)."""
+    reopened instead of creating one (see flows/resume.py). The run is named `tracking.run_name`, else
+    `run_name` (e.g. `digits-mlp lr=0.003`), and described in markdown with its changes and Prefect links."""
     from flows.resume import find_resumable_run, process_tags, reopen_run
     from tasks.cache.fingerprint import fingerprint_versions
     from mlflow import MlflowClient
@@ -110,27 +147,29 @@ def tracked_run(spec: PipelineSpec, overrides: Mapping[str, Any] | None, base_di
     prepare_store(uri)
     client = MlflowClient(uri)
     exp = experiment_id(client, spec.experiment, uri)
+    context = prefect_context()
     run_tags = {tags.PIPELINE: spec.name, tags.CONFIG_HASH: config_hash(spec), tags.GIT_COMMIT: git_commit(base_dir),
                 tags.OVERRIDES: json.dumps(dict(overrides or {})) if overrides else None,
                 tags.VERSIONS: json.dumps(fingerprint_versions()), **process_tags(),
-                **prefect_context(), **(extra_tags or {})}
+                tags.NOTE: run_description(spec.name, overrides, context, deployment_url()),
+                **context, **(extra_tags or {})}
     if parent_run_id:
         run_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
     previous = find_resumable_run(client, exp, spec.name, run_tags[tags.CONFIG_HASH]) if resume else None
     if previous is not None:
-        reopen_run(client, previous, {**prefect_context(), **(extra_tags or {})})
+        reopen_run(client, previous, {**context, **(extra_tags or {})})
         run = previous
     else:
         if resume:
             log.info("no unfinished run of '%s' with this config to resume: starting a new run", spec.name)
-        run = client.create_run(exp, run_name=spec.tracking.run_name or None,
+        run = client.create_run(exp, run_name=spec.tracking.run_name or run_name or None,
                                 tags={k: str(v) for k, v in run_tags.items() if v is not None})
     logger = RunLogger(run.info.run_id, uri)
     logger.phases = timer
     try:
         if previous is None:  # a resumed run has its params and pipeline.yaml already
             config = resolved_config(spec)
-            logger.log_params(flatten({k: v for k, v in config.items() if k not in ("description", "tags")}))
+            logger.log_params(flatten({k: v for k, v in config.items() if k not in ("description", "tags", "ui")}))
             logger.log_text(yaml.safe_dump({"pipelines": {spec.name: config}}, sort_keys=False), "pipeline.yaml")
             if overrides:
                 logger.log_params({f"override.{k}": v for k, v in overrides.items()})
@@ -140,11 +179,12 @@ def tracked_run(spec: PipelineSpec, overrides: Mapping[str, Any] | None, base_di
     except TrialPruned as pruned:  # a sweep's pruner stopped the trial: its epochs are logged, nothing failed
         client.set_tag(run.info.run_id, tags.SWEEP_TRIAL_STATE, "pruned")
         client.set_tag(run.info.run_id, tags.SWEEP_PRUNED_EPOCH, str(pruned.epoch))
-        client.set_tag(run.info.run_id, tags.NOTE, f"**pruned**: {pruned}")
+        logger.append_note(f"**pruned**: {pruned}")
         client.set_terminated(run.info.run_id, "KILLED")
         log_timings(timer, logger, log)
         raise
     except KeyboardInterrupt:
+        close_unfinished_children(client, run.info.run_id, "KILLED", "its parent run was interrupted (Ctrl-C)")
         client.set_tag(run.info.run_id, tags.ERROR, "interrupted (Ctrl-C)")
         client.set_terminated(run.info.run_id, "KILLED")
         raise
@@ -155,6 +195,9 @@ def tracked_run(spec: PipelineSpec, overrides: Mapping[str, Any] | None, base_di
         else:
             status, error = "FAILED", f"{type(exc).__name__}: {exc}"[:5000]
         problem = close_run(client, run.info.run_id, status, error)
+        if problem is None:  # the store answers: trials and members whose workers died with this run are closed too
+            close_unfinished_children(client, run.info.run_id, status, f"its parent run {run.info.run_id} ended "
+                                      f"{status}: {error}"[:5000])
         exc.fuseflow_run = RunOutcome(run.info.run_id, status if problem is None else "RUNNING", problem)
         if status == "FAILED":
             from tasks.tracking.events import emit_run_failed

@@ -17,6 +17,7 @@ from tasks.pipeline.summary import FusionSummary, RunSummary
 from tasks.steps.fusion import fuse_members, load_member
 from tasks.tracking import tags
 from tasks.tracking.logger import RunLogger, write_json
+from tasks.tracking.system_metrics import system_metrics
 
 
 def _member_pipeline(fusion_spec: PipelineSpec, member: Any) -> ResolvedPipeline:
@@ -29,7 +30,8 @@ def _member_pipeline(fusion_spec: PipelineSpec, member: Any) -> ResolvedPipeline
 
 def run_fusion(pipeline: ResolvedPipeline, logger: RunLogger, base_dir: Path) -> RunSummary:
     """Run the fusion into `logger`'s (the parent) MLflow run; returns run id, model URI and test metrics."""
-    from flows.nested import NestedJob, train_all
+    from flows.nested import NestedJob
+    from flows.progress import artifact_key, train_all_with_progress
     from tasks.fusion.fuse import load_fusion_data
 
     spec, resolved = pipeline.spec, pipeline.fusion
@@ -40,8 +42,10 @@ def run_fusion(pipeline: ResolvedPipeline, logger: RunLogger, base_dir: Path) ->
     log_fusion_dataset(data, logger)  # before the members: they then find the shared dataset registered (no insert race)
     inline = [m for m in resolved.members if m.inline]
     jobs = [NestedJob(m.name, _member_pipeline(spec, m), m.overrides, {tags.FUSION_MEMBER: m.name}) for m in inline]
-    outcomes = dict(zip((m.index for m in inline),
-                        train_all(jobs, spec.runner, None, base_dir, logger.run_id, f"{spec.name}-members")))
+    with system_metrics(logger):  # the members' runs are nested: the machine's load while they train is here
+        outcomes = dict(zip((m.index for m in inline), train_all_with_progress(  # + a Prefect progress artifact
+            jobs, spec.runner, None, base_dir, logger.run_id, f"{spec.name}-members",
+            key=artifact_key(spec.name, "members"), description=f"fusion members of {spec.name}")))
     failed = [(resolved.members[i].name, o) for i, o in outcomes.items() if not o.ok]
     if failed:
         name, outcome = failed[0]
@@ -134,6 +138,7 @@ def _log_outcome(outcome: Any, data: Any, names: list[str], logger: RunLogger, b
     from tasks.evaluate import report as ev
     from tasks.fusion.pyfunc import FusedPredictor, save_fused_model
     from tasks.fusion.report import markdown_table, plot_members
+    from tasks.tracking.logged_model import copy_model as copy_logged_model, log_model_folder, run_model_uri
 
     rep = outcome.report
     metrics: dict[str, float] = dict(_shipped_metrics(rep, names))
@@ -150,7 +155,8 @@ def _log_outcome(outcome: Any, data: Any, names: list[str], logger: RunLogger, b
     logger.log_params({f"fusion.weights.{k}": round(v, 6) for k, v in weights.items()})
     table = markdown_table(rep)
     logger.set_tags({tags.FUSION_SHIPPED: outcome.shipped, tags.FUSION_BEST_MEMBER: best_name,
-                     tags.FUSION_GAIN: rep.gain_on_validation, tags.FUSION_NOTE: rep.note, tags.NOTE: table})
+                     tags.FUSION_GAIN: rep.gain_on_validation, tags.FUSION_NOTE: rep.note})
+    logger.append_note(table)
     with tempfile.TemporaryDirectory(prefix="fuseflow-fusion-") as tmp:
         folder = Path(tmp) / "fusion"
         folder.mkdir()
@@ -168,14 +174,16 @@ def _log_outcome(outcome: Any, data: Any, names: list[str], logger: RunLogger, b
         write_json(evaluation / "evaluation_report.json", {"task": "classification", "shipped": outcome.shipped,
                                                            "metrics": _shipped_metrics(rep, names), **cm})
         logger.log_artifacts(evaluation, "evaluation")
-        model_dir = Path(tmp) / "model"
         if outcome.shipped == "fused":
+            model_dir = Path(tmp) / "model"
             predictor = FusedPredictor(outcome.members, outcome.combination, data.classes)
             save_fused_model(predictor, model_dir, _input_example(data), rep.method)
-        else:
-            copy_model(best_uri, model_dir, logger.tracking_uri)
-        logger.log_artifacts(model_dir, "model")
-    return f"runs:/{logger.run_id}/model"
+            log_model_folder(logger.client, logger.run_id, model_dir, model_type=f"fusion/{rep.method_name}",
+                             model_tags={tags.FUSION_SHIPPED: "fused"})
+    if outcome.shipped != "fused":  # the best member's own model, as this run's LoggedModel
+        copy_logged_model(logger.client, best_uri, logger.run_id, logger.tracking_uri,
+                          model_tags={tags.FUSION_SHIPPED: outcome.shipped, tags.FUSION_BEST_MEMBER: best_name})
+    return run_model_uri(logger.run_id)
 
 
 def _input_example(data: Any) -> Any:
@@ -187,14 +195,3 @@ def _input_example(data: Any) -> Any:
             return pd.DataFrame(rows, columns=data.feature_names)
         return [str(r) for r in rows]
     return data.X["test"].head(5)
-
-
-def copy_model(uri: str, dst: Path, tracking_uri: str) -> None:
-    """The best member's logged model folder, byte for byte, as this run's model."""
-    import shutil
-
-    from tasks.fusion.members.base import download, resolve_uri
-
-    with tempfile.TemporaryDirectory(prefix="fuseflow-best-") as tmp:
-        local = download(resolve_uri(uri, tracking_uri), tracking_uri, dst=Path(tmp))
-        shutil.copytree(local, dst)

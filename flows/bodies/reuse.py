@@ -1,6 +1,7 @@
 """Unchanged reruns: a training body wrapped so that, when the whole-run key (config, data, code, versions: see
 tasks/cache/run_key.py) matches a finished run of the same store, the new run copies that run's metrics, plots,
-dataset inputs and model instead of computing them. The new run is FINISHED on its own, tagged
+dataset inputs and model (as a LoggedModel of the new run, tagged with the run it came from) instead of computing
+them. The new run is FINISHED on its own, tagged
 `fuseflow.cache.run=reused` with the run it reused. `--no-cache` (and `--resume`) always compute."""
 from __future__ import annotations
 
@@ -38,6 +39,8 @@ def reusable_run(logger: RunLogger, pipeline: str, candidates: list[str]) -> Opt
     from mlflow.artifacts import load_dict
     from mlflow.exceptions import MlflowException
 
+    from tasks.tracking.logged_model import has_model
+
     for run_id in candidates:
         if run_id == logger.run_id:
             continue
@@ -46,7 +49,7 @@ def reusable_run(logger: RunLogger, pipeline: str, candidates: list[str]) -> Opt
             if (run.info.status != "FINISHED" or run.info.lifecycle_stage != "active"
                     or run.data.tags.get(tags.PIPELINE) != pipeline):
                 continue
-            if not any(a.path.endswith("MLmodel") for a in logger.client.list_artifacts(run_id, MODEL_DIR)):
+            if not has_model(logger.client, run, MODEL_DIR):  # its LoggedModel, or an older run's model folder
                 continue
             return ReusableRun(run_id, load_dict(f"{run.info.artifact_uri}/{REPORT_FILE}"))
         except (MlflowException, OSError, ValueError):  # deleted, another store, damaged: look further

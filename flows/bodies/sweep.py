@@ -26,6 +26,7 @@ from tasks.sweep.trials import SweepTrial
 from tasks.tracking import tags
 from tasks.tracking.config import TrackingConfig
 from tasks.tracking.logger import RunLogger, absolute_uri, write_json
+from tasks.tracking.system_metrics import system_metrics
 
 
 def _trial_pipeline(spec: PipelineSpec, trial: Any) -> ResolvedPipeline:
@@ -38,6 +39,7 @@ def _trial_pipeline(spec: PipelineSpec, trial: Any) -> ResolvedPipeline:
 def run_sweep(pipeline: ResolvedPipeline, logger: RunLogger, base_dir: Path) -> RunSummary:
     """Run the sweep into `logger`'s (the parent) MLflow run; returns run id, shipped model URI and test metrics."""
     from flows.nested import train_feed
+    from flows.progress import ProgressFeed, RunProgress, artifact_key
     from flows.task_runners import runner_workers
 
     log = get_run_logger()
@@ -49,8 +51,13 @@ def run_sweep(pipeline: ResolvedPipeline, logger: RunLogger, base_dir: Path) -> 
     if search.done:
         log.info("sweep: resumed: %d trials finished or pruned before (%s), not run again", len(search.done),
                  ", ".join(f"trial-{i}" for i in sorted(search.done)))
-    train_feed(search, search.total, {pipeline.modality}, spec.runner, sweep.max_concurrent or runner_workers(spec.runner),
-               base_dir, logger.run_id, f"{spec.name}-trials")
+    progress = RunProgress(artifact_key(spec.name, "trials"), sweep.trial_count, f"sweep trials of {spec.name}",
+                           done=len(search.done))  # the Prefect run's progress artifact, n of N trials done
+    with system_metrics(logger):  # trial runs are nested: the machine's load while they train is sampled here
+        train_feed(ProgressFeed(search, progress), search.total, {pipeline.modality}, spec.runner,
+                   sweep.max_concurrent or runner_workers(spec.runner), base_dir, logger.run_id, f"{spec.name}-trials")
+    if progress.done < progress.total:
+        progress.finish("stopped by the sweep's time limit")
     trials = [search.trials[i] for i in sorted(search.trials)]
     errors = dict(search.failed)
     results = collect(logger.client, logger.run_id, experiment_id, trials, errors, sweep.metric)
@@ -62,7 +69,7 @@ def run_sweep(pipeline: ResolvedPipeline, logger: RunLogger, base_dir: Path) -> 
             logger.client.set_terminated(result.run_id, "FAILED")
             result.status = "FAILED"
     order = ranked(results, mode)
-    table = _log_table(results, order, sweep.metric, mode, logger, search.study)
+    _log_table(results, order, sweep.metric, mode, logger, search.study)
     pruned = sum(r.status == PRUNED for r in results)
     if not order:
         first = next((r for r in results if r.error), None)
@@ -81,19 +88,17 @@ def run_sweep(pipeline: ResolvedPipeline, logger: RunLogger, base_dir: Path) -> 
     elif sweep.fuse_top:
         if len(order) < sweep.fuse_top:
             log.warning("sweep: fuse_top is %d but %d trials finished: fusing those", sweep.fuse_top, len(order))
-        summary = _fuse_top(spec, order[:sweep.fuse_top], logger, base_dir)
+        logger.append_note(f"**fusion of the {sweep.fuse_top} best trials**")
+        summary = _fuse_top(spec, order[:sweep.fuse_top], logger, base_dir)  # appends the fusion's table
         logger.set_tags({tags.SWEEP_FUSED_TRIALS: ", ".join(r.name for r in order[:sweep.fuse_top])})
-        fusion_note = logger.client.get_run(logger.run_id).data.tags.get(tags.NOTE, "")
-        logger.set_tags({tags.NOTE: f"{table}\n**fusion of the {sweep.fuse_top} best trials**\n\n"
-                                                f"{fusion_note}"})
         return summary
-    from flows.bodies.fusion import copy_model
+    from tasks.tracking.logged_model import copy_model, run_model_uri
 
-    with tempfile.TemporaryDirectory(prefix="fuseflow-sweep-") as tmp:
-        copy_model(f"runs:/{best.run_id}/model", Path(tmp) / "model", logger.tracking_uri)
-        logger.log_artifacts(Path(tmp) / "model", "model")
-    logger.log_metrics(best.test_metrics)
-    return RunSummary(logger.run_id, f"runs:/{logger.run_id}/model", best.test_metrics, _task_of(best),
+    logger.log_metrics(best.test_metrics)  # before the model: they are linked to it, with the trial's test split
+    copy_model(logger.client, run_model_uri(best.run_id), logger.run_id, logger.tracking_uri,
+               model_tags={tags.SWEEP_BEST_TRIAL: best.name, tags.SWEEP_BEST_RUN_ID: best.run_id},
+               datasets_of=best.run_id)
+    return RunSummary(logger.run_id, run_model_uri(logger.run_id), best.test_metrics, _task_of(best),
                       sweep=SweepSummary(best.index, best.run_id, best.values, finished=len(order),
                                          failed=len(results) - len(order) - pruned, pruned=pruned))
 
@@ -193,7 +198,7 @@ def _log_table(results: list[TrialResult], order: list[TrialResult], metric: str
     plots, and the table as the run's description."""
     rows = table_rows(results, metric, order)
     table = markdown(rows, metric, mode)
-    logger.set_tags({tags.NOTE: table})
+    logger.append_note(table)
     logger.log_table(rows, "sweep/trials.json")
     _table_artifact(rows, logger)
     with tempfile.TemporaryDirectory(prefix="fuseflow-sweep-") as tmp:
@@ -223,11 +228,14 @@ def _fuse_top(spec: PipelineSpec, top: list[TrialResult], logger: RunLogger, bas
     from tasks.fusion.config import FusionConfig, ModelMember
     from tasks.fusion.fuse import load_fusion_data
 
-    fusion = FusionConfig(members=[ModelMember(model=f"runs:/{r.run_id}/model", name=r.name)
+    from tasks.tracking.logged_model import model_uris_in, run_model_uri
+
+    fusion = FusionConfig(members=[ModelMember(model=run_model_uri(r.run_id), name=r.name)
                                    for r in top], method=spec.sweep.fuse_method)
     fusion_spec = PipelineSpec(name=spec.name, seed=spec.seed, tracking=spec.tracking, evaluate=spec.evaluate,
                                fusion=fusion)
-    issues, resolved = check_fusion(fusion_spec, [], lambda name: None, lambda name, sets: None)
+    with model_uris_in(logger.tracking_uri):  # the trials' runs:/ URIs name LoggedModels of this store
+        issues, resolved = check_fusion(fusion_spec, [], lambda name: None, lambda name, sets: None)
     if issues:
         raise RuntimeError("cannot fuse the best trials: " + "; ".join(message for _, message in issues))
     get_run_logger().info("sweep: fusing the %d best trials (%s) with %s", len(top),

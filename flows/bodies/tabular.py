@@ -10,6 +10,7 @@ from tasks.train.checkpoint import Checkpointer
 from tasks.pipeline.resolved import ResolvedPipeline
 from tasks.pipeline.summary import RunSummary
 from tasks.tracking.logger import RunLogger
+from tasks.tracking.system_metrics import system_metrics
 
 
 def run_tabular(pipeline: ResolvedPipeline, logger: RunLogger, base_dir: Path) -> RunSummary:
@@ -27,7 +28,7 @@ def run_tabular(pipeline: ResolvedPipeline, logger: RunLogger, base_dir: Path) -
                                   splits.layout["embeddings"])
     checkpoint = Checkpointer(logger, getattr(spec.train, "checkpoint_every", 1),
                               min_seconds=getattr(spec.train, "checkpoint_seconds", 0.0))
-    with logger.phase("train"):
+    with logger.phase("train"), system_metrics(logger):
         model, result = cached_step(steps.train, reuse)(model, splits, spec.train, spec.seed, logger,
                                                         checkpoint=checkpoint)
         report_cache_use(logger, reuse, result)

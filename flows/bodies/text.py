@@ -12,6 +12,7 @@ from tasks.pipeline.summary import RunSummary
 from tasks.pipeline.spec import PipelineSpec
 from tasks.data.preprocess.tokenize import TokenizeConfig
 from tasks.tracking.logger import RunLogger
+from tasks.tracking.system_metrics import system_metrics
 
 
 def tokenize_config(spec: PipelineSpec) -> TokenizeConfig:
@@ -35,7 +36,7 @@ def run_text(pipeline: ResolvedPipeline, logger: RunLogger, base_dir: Path) -> R
     reuse: dict[str, Any] = {}
     checkpoint = Checkpointer(logger, getattr(spec.train, "checkpoint_every", 1),
                               min_seconds=getattr(spec.train, "checkpoint_seconds", 0.0))
-    with logger.phase("train"):
+    with logger.phase("train"), system_metrics(logger):
         model, result = cached_step(steps_text.train, reuse)(model, splits, tokenizer, spec.train, tokenize,
                                                              spec.seed, logger, checkpoint=checkpoint)
         report_cache_use(logger, reuse, result)

@@ -48,11 +48,26 @@ def yaml_value(raw: str, text: str) -> Any:
                            for issue in err.issues]) from None
 
 
+def flatten_dotted(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`{"train": {"epochs": 3}}` -> `{"train.epochs": 3}`: a nested mapping is merged key by key, as dotted keys
+    are (an empty mapping stays a value: `{"standardize": {}}`)."""
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten_dotted(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
 def parse_overrides(items: Iterable[str] | Mapping[str, Any] | None) -> list[Override]:
-    """CLI strings (`k=v`) or a mapping (deployment parameters) -> overrides; all bad ones reported together."""
+    """CLI strings (`k=v`) or a mapping (deployment parameters; nested mappings become dotted keys) -> overrides;
+    all bad ones reported together."""
     if not items:
         return []
     if isinstance(items, Mapping):
+        items = flatten_dotted(items)
         return [parse_override(f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}")
                 if not isinstance(v, str) else Override(k, yaml_value(v, f"{k}={v}"), f"{k}={v}")
                 for k, v in items.items()]

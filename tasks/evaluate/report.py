@@ -91,7 +91,8 @@ def record_evaluation(report: dict[str, Any], metrics: dict[str, float], train_r
                               "stopped_early": train_result.stopped_early,
                               "train_samples_per_s": train_result.train_samples_per_s}
     if logger:
-        logger.log_metrics(prefixed, step=train_result.epochs_run if train_result else 0)
+        # step 0, not the last epoch's: one value per run, which MLflow charts as a bar (compared across runs)
+        logger.log_metrics(prefixed, step=0)
         with tempfile.TemporaryDirectory(prefix="fuseflow-eval-") as tmp:
             folder = Path(tmp)
             write_json(folder / "evaluation_report.json", report)

@@ -63,10 +63,14 @@ def save_text_model(model: Any, tokenizer: Any, path: Path, examples: Sequence[s
 
 
 def log_text_model(model: Any, tokenizer: Any, logger: Any, examples: Sequence[str], source: str) -> str:
-    """Save into a temporary folder and log it as the run's `model` artifact; returns its `runs:/` URI."""
+    """Save into a temporary folder and log it as the run's LoggedModel `model` (final metrics linked); returns
+    `runs:/<run_id>/model`, which MLflow resolves to that model."""
     import tempfile
+
+    from tasks.tracking.logged_model import log_model_folder, run_model_uri
 
     with tempfile.TemporaryDirectory(prefix="fuseflow-text-model-") as tmp:
         path = save_text_model(model, tokenizer, Path(tmp) / "model", examples, source)
-        logger.log_artifacts(path, "model")
-    return f"runs:/{logger.run_id}/model"
+        log_model_folder(logger.client, logger.run_id, path, model_type=TASK,
+                         model_tags={"fuseflow.base_model": source})
+    return run_model_uri(logger.run_id)

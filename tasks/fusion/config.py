@@ -9,7 +9,7 @@ from pydantic import Discriminator, Field, Tag, field_validator
 from tasks.registry import FUSION_METHODS, StrictModel
 
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]*$"  # usable in MLflow metric names
-MODEL_URI = re.compile(r"^(runs:/[0-9A-Za-z]+/.+|models:/[^/@]+(/[^/]+|@[^/]+))$")
+MODEL_URI = re.compile(r"^(runs:/[0-9A-Za-z]+/.+|models:/m-[0-9a-f]+|models:/[^/@]+(/[^/]+|@[^/]+))$")
 
 
 class PipelineMember(StrictModel):

@@ -13,6 +13,7 @@ from tasks.pipeline.retries import MAX_RETRIES, RetryPolicy, StepName, StepOptio
 from tasks.pipeline.runner import RunnerConfig
 from tasks.pipeline.triggers import TriggerConfig
 from tasks.pipeline.schedule import ScheduleConfig
+from tasks.pipeline.ui import UiConfig, ui_issues
 from tasks.scoring.config import ScoringConfig
 from tasks.registry import DATA_SOURCES, LOSSES, MAX_SEED, MODELS, PREPROCESSORS, TRAINERS, StrictModel
 from tasks.sweep.config import SweepConfig
@@ -51,6 +52,8 @@ class PipelineSpec(StrictModel):
                                                  "any step may take")
     steps: dict[StepName, StepOptions] = Field(default_factory=dict, description="per step: {train: {retries: 2, "
                                                "retry_delay_seconds: 30, timeout: 6h}}")
+    ui: Optional[UiConfig] = Field(None, description="the Prefect Custom run form: `{fields: [train.epochs, "
+                                   "train.optimizer.lr]}` picks its typed fields")
 
     _timeout = field_validator("timeout")(classmethod(lambda cls, v: _duration(v)))
 
@@ -114,7 +117,7 @@ class PipelineSpec(StrictModel):
         missing = self.runner.missing_packages()
         if missing:
             issues.append((("runner", "type"), missing))
-        return issues
+        return issues + ui_issues(self)
 
     def fit_issues(self) -> list[Issue]:
         """Every preprocess step, the model and the training backend must take the data's modality; a text

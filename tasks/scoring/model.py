@@ -11,16 +11,17 @@ from tasks.errors import ConfigError
 _ALIAS = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[\w-]+)$")
 _VERSION = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+|latest)$")
 _RUN = re.compile(r"^runs:/(?P<run_id>[0-9a-f]{8,64})/(?P<path>.+)$")
+_LOGGED = re.compile(r"^models:/(?P<model_id>m-[0-9a-f]{8,64})$")  # an MLflow 3 LoggedModel id
 
 
 def parse_model_uri(uri: str) -> dict[str, str]:
     """The parts of a model URI; a ValueError naming the accepted forms."""
-    for pattern, kind in ((_ALIAS, "alias"), (_VERSION, "version"), (_RUN, "run")):
+    for pattern, kind in ((_LOGGED, "logged"), (_ALIAS, "alias"), (_VERSION, "version"), (_RUN, "run")):
         match = pattern.match(uri)
         if match:
             return {"kind": kind, **match.groupdict()}
     raise ValueError(f"not a model URI: {uri!r} (expected models:/NAME@ALIAS, models:/NAME/VERSION, "
-                     "models:/NAME/latest or runs:/RUN_ID/PATH)")
+                     "models:/NAME/latest, models:/<model_id> or runs:/RUN_ID/PATH)")
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ def resolve_model(uri: str, tracking_uri: str) -> ResolvedModel:
         if parts["kind"] == "run":
             client.get_run(parts["run_id"])
             return ResolvedModel(uri, uri, parts["run_id"])
+        if parts["kind"] == "logged":  # a LoggedModel is immutable: it pins itself
+            return ResolvedModel(uri, uri, client.get_logged_model(parts["model_id"]).source_run_id)
         name = parts["name"]
         if parts["kind"] == "alias":
             version = client.get_model_version_by_alias(name, parts["alias"])
@@ -77,6 +80,8 @@ def _known(client: Any, parts: dict[str, str]) -> str:
 
     if parts["kind"] == "run":
         return f"no run {parts['run_id']}"
+    if parts["kind"] == "logged":
+        return f"no logged model {parts['model_id']}"
     try:
         model = client.get_registered_model(parts["name"])
     except MlflowException:

@@ -9,10 +9,13 @@ from prefect.cache_policies import NO_CACHE
 
 @step(name="load-member", task_run_name="load-{name}", cache_policy=NO_CACHE, persist_result=False)
 def load_member(name: str, uri: str, tracking_uri: str) -> Any:
-    """Download a member's model and rebuild it (network + preprocessing) to read its logits."""
+    """Download a member's model and rebuild it (network + preprocessing) to read its logits (its URI resolved in
+    `tracking_uri`: a member's `runs:/` URI names a LoggedModel, which MLflow looks up in the global store)."""
     from tasks.fusion.members.load import load_member as load
+    from tasks.tracking.logged_model import model_uris_in
 
-    return load(name, uri, tracking_uri)
+    with model_uris_in(tracking_uri):
+        return load(name, uri, tracking_uri)
 
 
 @step(name="fuse", cache_policy=NO_CACHE, persist_result=False)

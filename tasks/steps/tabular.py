@@ -14,6 +14,9 @@ from tasks.data.splits import TabularSplits
 from tasks.tracking import tags
 from tasks.tracking.logger import RunLogger
 
+#: split -> the MLflow dataset context it is logged with (the training split's digest covers all splits)
+SPLIT_CONTEXTS = {"train": "training", "validation": "validation", "test": "test"}
+
 
 @step(name="load-data", cache_policy=StepCachePolicy(exclude=NOT_KEYED + ("base_dir",)))
 def load_data(config: Any, seed: int, base_dir: Path, loss: str | None = None) -> TabularSplits:
@@ -91,21 +94,51 @@ def evaluate(model: Any, splits: TabularSplits, scaling: Any, config: Any, train
 
 @step(name="log-model", cache_policy=NO_CACHE)
 def log_model(model: Any, model_config: Any, splits: TabularSplits, scaling: Any, logger: RunLogger) -> str:
-    """Save the model (pt2 + weights + spec) as the run's `model` artifact; returns its `runs:/` URI."""
+    """Save the model (pyfunc: safetensors weights + JSON spec) as the run's LoggedModel `model`, the final
+    metrics linked to it; returns `runs:/<run_id>/model`, which MLflow resolves to that model."""
     from tasks.export.torch_model import save_tabular_model
+    from tasks.tracking.logged_model import log_model_folder, run_model_uri
 
     with tempfile.TemporaryDirectory(prefix="fuseflow-model-") as tmp:
         path = save_tabular_model(model, model_config, splits, scaling, Path(tmp) / "model")
-        logger.log_artifacts(path, "model")
-    return f"runs:/{logger.run_id}/model"
+        log_model_folder(logger.client, logger.run_id, path, model_type=f"tabular/{getattr(model_config, 'type', 'model')}")
+    return run_model_uri(logger.run_id)
+
+
+def split_digest(splits: TabularSplits, split: str) -> str:
+    """Content fingerprint of one split (its encoded features and labels)."""
+    import hashlib
+
+    import numpy as np
+
+    h = hashlib.sha256(split.encode())
+    h.update(np.ascontiguousarray(splits.X[split]).tobytes())
+    h.update(np.ascontiguousarray(splits.y[split]).tobytes())
+    h.update(repr((splits.feature_names, [str(c) for c in splits.classes])).encode())
+    return h.hexdigest()[:16]
+
+
+def split_frame(splits: TabularSplits, split: str) -> Any:
+    """One split's rows as the dataset MLflow records: the raw feature columns (or the features) and the label."""
+    import pandas as pd
+
+    if splits.raw:
+        frame = splits.raw[split].copy()
+    else:
+        frame = pd.DataFrame(splits.X[split], columns=splits.feature_names)
+    labels = splits.y[split]
+    if splits.classes:
+        labels = pd.Series([splits.classes[i] for i in labels]).to_numpy()
+    frame["label" if "label" not in frame.columns else "label_"] = labels
+    return frame
 
 
 @step(name="log-dataset", cache_policy=NO_CACHE)
 def log_dataset(splits: TabularSplits, logger: RunLogger) -> str:
-    """Record the training split's raw rows as the run's dataset input (name, content digest, schema), and the
-    feature table (types, missing cells, strategies) as a table, params and a Prefect artifact."""
+    """Record the splits' raw rows as the run's dataset inputs (context `training`, with the digest of all splits;
+    `validation` and `test`, each with its own), and the feature table (types, missing cells, strategies) as a
+    table, params and a Prefect artifact."""
     import mlflow.data
-    import pandas as pd
     from mlflow.data.code_dataset_source import CodeDatasetSource
 
     from tasks.data.features.report import log_feature_report
@@ -117,17 +150,15 @@ def log_dataset(splits: TabularSplits, logger: RunLogger) -> str:
         inputs = [i["name"] for i in (splits.features or {}).get("inputs", [])] or list(splits.raw["train"].columns)
         # what a scoring run's drift compares with: the model's inputs as training saw them
         logger.log_dict(profile_frame(splits.raw["train"][inputs]), "features/profile.json")
-        frame = splits.raw["train"].copy()
-    else:
-        frame = pd.DataFrame(splits.X["train"], columns=splits.feature_names)
-    labels = splits.y["train"]
-    if splits.classes:
-        labels = pd.Series([splits.classes[i] for i in labels]).to_numpy()
-    frame["label" if "label" not in frame.columns else "label_"] = labels
     source = CodeDatasetSource(tags={tags.DATASET_SOURCE: splits.source})  # sklearn:/hub: names have no resolver
-    with warnings.catch_warnings():  # MLflow infers the schema here and when the input is logged
-        warnings.filterwarnings("ignore", message=".*Integer columns.*")  # class ids are integers by design
-        dataset = mlflow.data.from_pandas(frame, source=source, name=splits.name, targets=frame.columns[-1],
-                                          digest=splits.digest)
-        logger.log_dataset(dataset, "training")
+    for split, context in SPLIT_CONTEXTS.items():
+        if split != "train" and not len(splits.y.get(split, ())):
+            continue
+        frame = split_frame(splits, split)
+        digest = splits.digest if split == "train" else split_digest(splits, split)
+        with warnings.catch_warnings():  # MLflow infers the schema here and when the input is logged
+            warnings.filterwarnings("ignore", message=".*Integer columns.*")  # class ids are integers by design
+            dataset = mlflow.data.from_pandas(frame, source=source, name=splits.name, targets=frame.columns[-1],
+                                              digest=digest)
+            logger.log_dataset(dataset, context)
     return splits.digest

@@ -39,7 +39,8 @@ def load_data(config: Any, seed: int, base_dir: Path) -> TextSplits:
 
 @step(name="log-dataset", cache_policy=NO_CACHE)
 def log_dataset(splits: TextSplits, logger: RunLogger) -> str:
-    """The training split as the run's dataset input (content digest), and the label map as param + artifact."""
+    """The splits as the run's dataset inputs (context `training` with the digest of all splits, `validation` and
+    `test` with their own content digests), and the label map as param + artifact."""
     import json
 
     import mlflow.data
@@ -47,12 +48,16 @@ def log_dataset(splits: TextSplits, logger: RunLogger) -> str:
 
     from tasks.data.text import describe_labels
 
-    frame = splits.datasets["train"].to_pandas()
     source = CodeDatasetSource(tags={tags.DATASET_SOURCE: splits.source})
-    with warnings.catch_warnings():  # MLflow's hint about integer columns and missing values: labels never miss
-        warnings.simplefilter("ignore", UserWarning)
-        dataset = mlflow.data.from_pandas(frame, source=source, name=splits.name, targets="label", digest=splits.digest)
-        logger.log_dataset(dataset, "training")
+    for split, context in (("train", "training"), ("validation", "validation"), ("test", "test")):
+        if split not in splits.datasets or (split != "train" and not len(splits.datasets[split])):
+            continue
+        frame = splits.datasets[split].to_pandas()
+        digest = splits.digest if split == "train" else splits.split_digests.get(split) or f"{splits.digest}-{split}"
+        with warnings.catch_warnings():  # MLflow's hint about integer columns and missing values: labels never miss
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_pandas(frame, source=source, name=splits.name, targets="label", digest=digest)
+            logger.log_dataset(dataset, context)
     labels = describe_labels(splits)
     logger.log_params({"data.id2label": json.dumps(labels["id2label"]), "data.num_classes": len(splits.classes)})
     logger.log_metrics({f"data_{split}_size": n for split, n in splits.sizes().items()})
@@ -125,7 +130,8 @@ def evaluate(model: Any, splits: TextSplits, tokenizer: Any, config: Any, train_
 
 @step(name="log-model", cache_policy=NO_CACHE)
 def log_model(model: Any, tokenizer: Any, raw: TextSplits, logger: RunLogger, source: str) -> str:
-    """The model and tokenizer as an MLflow transformers model (text-classification); returns its `runs:/` URI."""
+    """The model and tokenizer as an MLflow transformers model (text-classification), logged as the run's LoggedModel
+    `model`; returns `runs:/<run_id>/model`."""
     from tasks.export.hf_model import log_text_model
 
     column = raw.text_columns[0]

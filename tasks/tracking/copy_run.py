@@ -1,27 +1,19 @@
-"""Copy what a finished MLflow run produced into another run: every metric with its history, the dataset inputs and
-the artifacts (evaluation report, plots, model), so that an unchanged rerun is complete on its own without
-computing anything again. Checkpoints are resume state of the original run and are not copied."""
+"""Copy what a finished MLflow run produced into another run: every metric with its history, the dataset inputs, the
+artifacts (evaluation report, plots) and the model, as a LoggedModel of the new run's own, so that an unchanged
+rerun is complete on its own without computing anything again. Checkpoints are resume state of the original run
+and are not copied."""
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
-from urllib.parse import urlparse
-from urllib.request import url2pathname
+from typing import Any
 
-#: top-level artifacts not copied: the original's resume state, and the config the new run has logged itself
-SKIPPED_ARTIFACTS = frozenset({"checkpoints", "pipeline.yaml", "timings.json"})
-MODEL_FILE = "MLmodel"
+from tasks.tracking.artifact_files import link_or_copy, local_artifact_dir
 
-
-def local_artifact_dir(artifact_uri: str) -> Optional[Path]:
-    """The folder of a run's artifacts when they are local files, else None."""
-    parsed = urlparse(artifact_uri)
-    if parsed.scheme not in ("file", ""):
-        return None
-    return Path(url2pathname(parsed.path))
+#: top-level artifacts not copied: the original's resume state, the config the new run has logged itself, and a
+#: model folder of a run logged before LoggedModels (the model is copied as a LoggedModel instead)
+SKIPPED_ARTIFACTS = frozenset({"checkpoints", "pipeline.yaml", "timings.json", "model"})
 
 
 def copy_params(client: Any, origin: Any, target: Any) -> None:
@@ -56,22 +48,6 @@ def copy_datasets(client: Any, origin: Any, run_id: str) -> None:
         client.log_inputs(run_id, datasets=inputs)
 
 
-def _link_or_copy(source: str, target: str) -> None:
-    """A hard link where the file system allows it (artifacts are never changed in place), else a copy."""
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)
-
-
-def _rewrite_model_files(folder: Path, origin_run_id: str, run_id: str) -> None:
-    """`run_id:` in each copied MLmodel names the new run (a fresh file, never the original's linked one)."""
-    for path in folder.rglob(MODEL_FILE):
-        text = path.read_text(encoding="utf-8")
-        path.unlink()
-        path.write_text(text.replace(f"run_id: {origin_run_id}", f"run_id: {run_id}"), encoding="utf-8")
-
-
 def copy_artifacts(client: Any, origin: Any, run_id: str, tracking_uri: str) -> list[str]:
     """Copy the artifacts of `origin` into run `run_id` (hard links between local stores); top-level names copied."""
     source, target = (local_artifact_dir(uri) for uri in (origin.info.artifact_uri,
@@ -92,10 +68,9 @@ def copy_artifacts(client: Any, origin: Any, run_id: str, tracking_uri: str) -> 
             staged.mkdir(parents=True, exist_ok=True)
             for name in names:
                 if (source / name).is_dir():
-                    shutil.copytree(source / name, staged / name, copy_function=_link_or_copy, dirs_exist_ok=True)
+                    shutil.copytree(source / name, staged / name, copy_function=link_or_copy, dirs_exist_ok=True)
                 else:
-                    _link_or_copy(str(source / name), str(staged / name))
-        _rewrite_model_files(staged, origin.info.run_id, run_id)
+                    link_or_copy(str(source / name), str(staged / name))
         if target is None or source is None:
             for name in names:
                 path = staged / name
@@ -107,11 +82,18 @@ def copy_artifacts(client: Any, origin: Any, run_id: str, tracking_uri: str) -> 
 
 
 def copy_run_outputs(client: Any, origin_run_id: str, run_id: str, tracking_uri: str) -> Any:
-    """Copy metrics, params, dataset inputs and artifacts of finished run `origin_run_id` into `run_id`; returns the origin."""
+    """Copy metrics, params, dataset inputs, artifacts and the model of finished run `origin_run_id` into `run_id`
+    (the model as a LoggedModel of `run_id`, tagged with the origin's model, its final metrics linked to it);
+    returns the origin."""
+    from tasks.tracking import tags
+    from tasks.tracking.logged_model import copy_model, run_model_uri
+
     origin = client.get_run(origin_run_id)
     target = client.get_run(run_id)
     copy_metrics(client, origin, run_id, target.info.start_time)
     copy_params(client, origin, target)
     copy_datasets(client, origin, run_id)
     copy_artifacts(client, origin, run_id, tracking_uri)
+    copy_model(client, run_model_uri(origin_run_id), run_id, tracking_uri,
+               model_tags={tags.REUSED_RUN: origin_run_id})
     return origin

@@ -91,13 +91,18 @@ class RunLogger:
         """Context manager timing the block as phase `name` of this run (tasks/tracking/phases.py)."""
         return self.phases.phase(name)
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None, model_id: str | None = None,
+                    dataset: Any = None) -> None:
+        """Metrics at `step` (default 0) in batches; with `model_id` (and `dataset`: anything with `name` and
+        `digest`, e.g. an `mlflow.data` dataset) they are also recorded on that LoggedModel, for that dataset."""
         import time
 
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+        name, digest = (dataset.name, dataset.digest) if dataset is not None else (None, None)
+        batch = [Metric(k, float(v), now, step or 0, model_id=model_id, dataset_name=name, dataset_digest=digest,
+                        run_id=self.run_id if model_id else None) for k, v in metrics.items()]
         for i in range(0, len(batch), 1000):
             self.client.log_batch(self.run_id, metrics=batch[i:i + 1000])
 
@@ -123,6 +128,14 @@ class RunLogger:
         from mlflow.entities import RunTag
 
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items() if v is not None])
+
+    def append_note(self, markdown: str) -> None:
+        """Add a section to the run's description (`mlflow.note.content`), after what it holds (the summary and
+        Prefect links written when the run was opened)."""
+        from tasks.tracking import tags
+
+        existing = self.client.get_run(self.run_id).data.tags.get(tags.NOTE, "")
+        self.set_tags({tags.NOTE: f"{existing.rstrip()}\n\n{markdown}" if existing else markdown})
 
     def log_artifact(self, path: Path | str, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)

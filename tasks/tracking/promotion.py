@@ -12,6 +12,7 @@ from pydantic import Field, field_validator
 
 from tasks.registry import StrictModel
 from tasks.tracking import tags
+from tasks.tracking.logged_model import MODEL_ID_TAG, version_model_id  # noqa: F401 - re-exported
 
 _RESERVED_ALIAS = re.compile(r"^(v\d+|latest)$", re.IGNORECASE)
 _ALIAS = re.compile(r"^[\w-]+$")
@@ -75,17 +76,44 @@ def register(client: Any, name: str, run_id: str, model_uri: str) -> Any:
         if exc.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
             raise
     source, model_id = model_source(client, run_id, model_uri)
-    return client.create_model_version(name, source, run_id=run_id, model_id=model_id)
+    version = client.create_model_version(name, source, run_id=run_id, model_id=model_id,
+                                          tags={MODEL_ID_TAG: model_id} if model_id else None)
+    if model_id:
+        link_version(client, model_id, version)
+    return version
+
+
+#: tag on each registered version naming its LoggedModel: MLflow's sqlite/PostgreSQL registry does not keep the
+#: `model_id` passed to create_model_version (its versions read back with model_id None)
+def link_version(client: Any, model_id: str, version: Any) -> None:
+    """List the version on its LoggedModel (tag `mlflow.modelVersions`, as `mlflow.register_model` does): the
+    Models tab shows it."""
+    import json
+
+    from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
+
+    model = client.get_logged_model(model_id)
+    listed = json.loads(model.tags.get(MLFLOW_MODEL_VERSIONS) or "[]")
+    listed.append({"name": version.name, "version": version.version})
+    client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(listed)})
 
 
 def model_source(client: Any, run_id: str, model_uri: str) -> tuple[str, Optional[str]]:
-    """(storage location, logged-model id) of `runs:/<id>/<path>` or `models:/<model_id>` URIs."""
+    """(source, logged-model id) to register for a `runs:/<id>/<name>` or `models:/<model_id>` URI: the artifact
+    location of the run's LoggedModel `<name>` and its id, else, for a run logged before LoggedModels, the model
+    folder in the run's artifacts (no id). The location, not `models:/<model_id>`: MLflow's registry store looks a
+    `models:/` source up in the process-wide tracking store, which need not be this run's."""
+    from tasks.tracking.logged_model import model_of_run
+
     if model_uri.startswith("runs:/"):
-        rest = model_uri.removeprefix("runs:/")
-        path = rest.split("/", 1)[1] if "/" in rest else "model"
-        return f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/{path}", None
+        owner, _, path = model_uri.removeprefix("runs:/").partition("/")
+        name = path.strip("/") or "model"
+        logged = model_of_run(client, owner or run_id, name)
+        if logged is not None:
+            return logged.artifact_location, logged.model_id
+        return f"{client.get_run(owner or run_id).info.artifact_uri.rstrip('/')}/{name}", None
     if model_uri.startswith("models:/m-"):
-        model_id = model_uri.removeprefix("models:/")
+        model_id = model_uri.removeprefix("models:/").strip("/")
         return client.get_logged_model(model_id).artifact_location, model_id
     raise ValueError(f"cannot register {model_uri!r}: expected runs:/<run_id>/<path> or models:/<model_id>")
 

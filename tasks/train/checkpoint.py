@@ -48,10 +48,12 @@ def finish_training(result: Any, logger: Any, checkpoint: Any = None) -> None:
                             "train_samples_per_s": result.train_samples_per_s})
 
 
-def epoch_hooks(logger: Any, checkpoint: Any = None,
-                resume: Optional[dict[str, Any]] = None) -> tuple[Callable[[int, dict, dict], None], Optional[dict]]:
-    """A torch training step's `on_epoch_end` (metrics to the run at step = epoch, state to `checkpoint`) and the
-    state to resume from: `resume`, else `checkpoint.latest()` (a Prefect retry, or `--resume` of a run)."""
+def epoch_hooks(logger: Any, checkpoint: Any = None, resume: Optional[dict[str, Any]] = None,
+                progress: Optional[Callable[[int, dict, dict], Any]] = None,
+                ) -> tuple[Callable[[int, dict, dict], None], Optional[dict]]:
+    """A training step's `on_epoch_end` (metrics to the run at step = epoch, state to `checkpoint`, the epoch's
+    line to `progress`, an `EpochLog`, then the installed observer) and the state to resume from: `resume`, else
+    `checkpoint.latest()` (a Prefect retry, or `--resume` of a run)."""
     resume = resume_state(checkpoint, resume)
     logged = last_logged_epoch(logger)  # a resume reruns the epochs after its checkpoint: log each epoch once
 
@@ -60,6 +62,8 @@ def epoch_hooks(logger: Any, checkpoint: Any = None,
             logger.log_metrics(metrics, step=epoch)
         if checkpoint:
             checkpoint(epoch, state)
+        if progress is not None:
+            progress(epoch, metrics, state)  # the run's log line, before a pruner may stop the trial
         notify(epoch, metrics)  # a sweep's pruner may stop the trial here, its epochs logged and checkpointed
 
     on_epoch_end.finish = getattr(checkpoint, "finish", lambda: None)  # type: ignore[attr-defined]

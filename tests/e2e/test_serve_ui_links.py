@@ -105,9 +105,20 @@ def test_deployment_has_its_schedules_and_a_parameter_form(served):
     cron = schedules['"0 3 * * *"']
     assert cron["schedule"]["timezone"] == "UTC" and cron["active"] is True
     assert schedules["3600.0"]["active"] is False, "`active: false` is a declared but paused schedule"
-    assert dep["parameters"] == {"pipeline": "iris-served", "overrides": {},
+    form = dep["parameters"]["hyperparameters"]
+    assert dep["parameters"] == {"pipeline": "iris-served", "hyperparameters": form, "overrides": {},
                                  "file": str(serve.project / "pipelines.yaml")}
+    assert form["train"]["epochs"] == 2 and form["model"]["hidden"] == [8]
     props = dep["parameter_openapi_schema"]["properties"]
+    train = props["hyperparameters"]["properties"]["train"]["properties"]
+    assert train["epochs"]["type"] == "integer" and train["epochs"]["default"] == 2
+    assert train["epochs"]["title"] == "epochs" and train["epochs"]["minimum"] == 1
+    lr = train["optimizer"]["properties"]["lr"]
+    assert lr["type"] == "number" and lr["default"] == form["train"]["optimizer"]["lr"] and lr["exclusiveMinimum"] == 0
+    assert train["optimizer"]["properties"]["name"]["enum"] == ["sgd", "adam", "adamw"]
+    model = props["hyperparameters"]["properties"]["model"]["properties"]["hidden"]
+    assert model["type"] == "array" and model["items"]["type"] == "integer"
+    assert props["hyperparameters"]["position"] == 1
     assert props["pipeline"]["enum"] == ["iris-served"] and props["pipeline"]["readOnly"] is True
     assert {"type": "object", "additionalProperties": True} in props["overrides"]["anyOf"]
     assert "dotted keys" in props["overrides"]["description"]
@@ -120,10 +131,12 @@ def test_run_from_the_api_applies_overrides_and_links_both_ways(served, record_p
     serve, dep = served
     api = serve.api
     t0 = time.time()
-    response = api.create_run(dep["id"], {"overrides": {"train.epochs": 1, "model.hidden": [5, 3]}})
+    response = api.http.post(f"/deployments/{dep['id']}/create_flow_run", json={  # a Run Name typed in the form
+        "name": "my small iris", "parameters": {"overrides": {"train.epochs": 1, "model.hidden": [5, 3]}}})
     assert response.status_code == 201, response.text
     flow_run_id = response.json()["id"]
     final = api.wait_final(flow_run_id, serve.log)
+    assert final["name"] == "my small iris", "a Run Name given in the form is kept"
     assert final["state"]["type"] == "COMPLETED", f"{final['state']}\n{tail(serve.log)}"
     client, runs = mlflow_run_of(serve.project, flow_run_id)
     assert len(runs) == 1
@@ -145,7 +158,52 @@ def test_run_from_the_api_applies_overrides_and_links_both_ways(served, record_p
     metrics = run.data.metrics
     assert artifact["type"] == "markdown"
     assert f"| test_accuracy | {metrics['test_accuracy']:.4f} |" in artifact["data"]
-    assert f"(http://127.0.0.1:5999/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id})" in artifact["data"]
+    assert (f"(http://127.0.0.1:5999/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+            f"?workflowType=machine_learning)") in artifact["data"]
+    models = client.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'")
+    page = f"models/{models[0].model_id}" if models else f"runs/{run.info.run_id}/artifacts"  # LoggedModel, else files
+    assert (f"(http://127.0.0.1:5999/#/experiments/{run.info.experiment_id}/{page}?workflowType=machine_learning)"
+            in artifact["data"].split("Model:")[1]), artifact["data"]
+    assert run.info.run_name == "iris-served epochs=1 hidden=[5,3]"
+    note = tags["mlflow.note.content"]
+    assert f"Prefect flow run: [{flow_run_id}]({tags['prefect.flow_run_url']})" in note
+    assert f"Prefect deployment: [fuseflow/iris-served]({api.url.removesuffix('/api')}/deployments/deployment/" \
+        f"{dep['id']})" in note
+
+
+def test_typed_fields_from_the_form_run_with_exactly_those_values(served):
+    serve, dep = served
+    api = serve.api
+    form = json.loads(json.dumps(dep["parameters"]["hyperparameters"]))
+    form["train"]["epochs"] = 1
+    form["train"]["optimizer"]["lr"] = 0.003
+    response = api.create_run(dep["id"], {"hyperparameters": form})
+    assert response.status_code == 201, response.text
+    flow_run_id = response.json()["id"]
+    final = api.wait_final(flow_run_id, serve.log)
+    assert final["state"]["type"] == "COMPLETED", f"{final['state']}\n{tail(serve.log)}"
+    [run] = mlflow_run_of(serve.project, flow_run_id)[1]
+    params = run.data.params
+    assert params["train.epochs"] == "1" and params["train.optimizer.lr"] == "0.003"
+    assert params["model.hidden"] == "[8]" and params["train.batch_size"] == "32", "unchanged fields change nothing"
+    assert params["override.train.epochs"] == "1" and "override.model.hidden" not in params
+    assert run.info.run_name == "iris-served epochs=1 lr=0.003"
+    assert final["name"] == "iris-served epochs=1 lr=0.003", "Prefect's generated name is replaced"
+
+
+def test_out_of_range_fields_are_refused_by_the_server(served):
+    serve, dep = served
+    api = serve.api
+    for path, value in [(("train", "epochs"), 0), (("train", "optimizer", "lr"), -1),
+                        (("train", "optimizer", "name"), "lion"), (("train", "epochs"), "many")]:
+        form = json.loads(json.dumps(dep["parameters"]["hyperparameters"]))
+        node = form
+        for part in path[:-1]:
+            node = node[part]
+        node[path[-1]] = value
+        response = api.create_run(dep["id"], {"hyperparameters": form})
+        assert response.status_code in (409, 422), (path, value, response.status_code, response.text)
+        assert path[-1] in response.text, response.text
 
 
 def test_invalid_override_fails_the_run_at_once_with_the_cli_message(served):
@@ -165,11 +223,35 @@ def test_invalid_override_fails_the_run_at_once_with_the_cli_message(served):
     assert any("unknown key 'hiden'; did you mean 'hidden'?" in line for line in lines)
     assert len(lines) == 2 and all(line in final["state"]["message"] for line in lines), final["state"]["message"]
     assert mlflow_run_of(serve.project, flow_run_id)[1] == [], "a bad override must fail before any MLflow run"
+    logs = _logs(api, flow_run_id)
+    assert "Traceback" not in logs and "Encountered exception" not in logs, logs
+    assert f"invalid configuration: {final['state']['message']}" in logs
+    typed = api.create_run(dep["id"], {"overrides": {"train.epochs": "many"}})  # what the schema cannot check
+    assert typed.status_code == 201, typed.text
+    final = api.wait_final(typed.json()["id"], serve.log)
+    assert final["state"]["type"] == "FAILED" and "\n" not in final["state"]["message"]
+    assert "train.epochs: Input should be a valid integer" in final["state"]["message"]
+    assert "Traceback" not in _logs(api, typed.json()["id"])
+    assert final["name"] == "iris-served"
     assert not [a for a in api.artifacts(flow_run_id) if a["key"] == "fuseflow-iris-served-metrics"]
     wrong_type = api.create_run(dep["id"], {"overrides": ["train.epochs=1"]})
     assert wrong_type.status_code >= 400 and "overrides" in wrong_type.text
     other_pipeline = api.create_run(dep["id"], {"pipeline": "something-else"})
     assert other_pipeline.status_code >= 400 and "pipeline" in other_pipeline.text
+
+
+def _logs(api: Api, flow_run_id: str, until: str = "Finished in state") -> str:
+    """The flow run's log lines, as the UI reads them (once `until` arrived: logs are shipped in batches)."""
+    def read() -> str:
+        response = api.http.post("/logs/filter", json={"logs": {"flow_run_id": {"any_": [flow_run_id]}},
+                                                        "limit": 200})
+        response.raise_for_status()
+        return "\n".join(entry["message"] for entry in response.json())
+
+    deadline = time.time() + 30
+    while until not in (text := read()) and time.time() < deadline:
+        time.sleep(0.5)
+    return text
 
 
 def test_reserving_after_a_yaml_edit_updates_schedules_and_pauses_removed_pipelines(prefect_server, tmp_path):

@@ -20,6 +20,8 @@ def test_four_concurrent_runs_on_one_sqlite_store(prefect_harness, project_dir, 
     import yaml
     from mlflow import MlflowClient
 
+    from tasks.tracking.logged_model import model_of_run
+
     write_pipelines(project_dir)
     assert not Path(tracking_uri.removeprefix("sqlite:///")).exists()  # a fresh store: creation races too
     env = cli_env(project_dir)
@@ -40,12 +42,13 @@ def test_four_concurrent_runs_on_one_sqlite_store(prefect_harness, project_dir, 
         assert run.data.params["seed"] == str(seed)
         assert json.loads(run.data.tags["fuseflow.overrides"]) == {"seed": seed}
         files = {a.path for a in client.list_artifacts(run_id)}
-        assert {"pipeline.yaml", "model", "evaluation"} <= files, files
+        assert {"pipeline.yaml", "evaluation"} <= files, files  # the model: a LoggedModel, listed below
         logged = yaml.safe_load(Path(client.download_artifacts(run_id, "pipeline.yaml", str(project_dir))).read_text())
         assert logged["pipelines"]["iris-tiny"]["seed"] == seed  # its own config, not a neighbour's
         assert {"evaluation/evaluation_report.json", "evaluation/confusion_matrix.png"} <= {
             a.path for a in client.list_artifacts(run_id, "evaluation")}
-        assert "MLmodel" in {Path(a.path).name for a in client.list_artifacts(run_id, "model")}
+        model = model_of_run(client, run_id)  # a LoggedModel, asked of this store (not MLflow's global one)
+        assert "MLmodel" in {a.path for a in client.list_logged_model_artifacts(model.model_id)}
         assert run.data.metrics["test_accuracy"] == pytest.approx(float(out.split("test_accuracy: ")[1].split()[0]),
                                                                   abs=1e-4)
         assert [m.step for m in client.get_metric_history(run_id, "val_loss")] == [1, 2, 3, 4]

@@ -109,7 +109,12 @@ def test_an_unchanged_rerun_reuses_every_output_of_the_earlier_run(prefect_harne
     assert [d.dataset.digest for d in run.inputs.dataset_inputs] == \
         [d.dataset.digest for d in client.get_run(first.run_id).inputs.dataset_inputs]
     names = {a.path for a in client.list_artifacts(again.run_id)}
-    assert {"model", "evaluation", "pipeline.yaml", "timings.json"} <= names and "checkpoints" not in names
+    assert {"evaluation", "pipeline.yaml", "timings.json"} <= names and "checkpoints" not in names
+    from tasks.tracking.logged_model import model_of_run
+
+    model = model_of_run(client, again.run_id)  # its own LoggedModel, tagged with the run it came from
+    assert model.tags["fuseflow.reused_run_id"] == first.run_id
+    assert "MLmodel" in {a.path for a in client.list_logged_model_artifacts(model.model_id)}
     assert {a.path for a in client.list_artifacts(again.run_id, "evaluation")} == \
         {a.path.replace(first.run_id, again.run_id) for a in client.list_artifacts(first.run_id, "evaluation")}
 

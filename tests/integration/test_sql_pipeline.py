@@ -50,7 +50,9 @@ def test_the_run_finishes_with_test_metrics_and_the_source_logged(sql_run):
     assert summary.metrics["test_accuracy"] > 0.6
     assert run.data.params["data.source"] == "sql" and run.data.params["data.table"] == "customers"
     assert run.data.params["data.url"] == "sqlite:///data/shop.db"
-    (dataset,) = run.inputs.dataset_inputs
+    contexts = {next(t.value for t in d.tags if t.key == "mlflow.data.context"): d for d in run.inputs.dataset_inputs}
+    assert set(contexts) == {"training", "validation", "test"}
+    dataset = contexts["training"]
     assert dataset.dataset.name == "sql:sqlite:///data/shop.db#customers"
 
 

@@ -102,7 +102,11 @@ def test_reuse_and_invalidation_by_config_data_and_code(prefect_harness, csv_pro
     reused = client.get_run(again.run_id)
     assert reused.info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(again.run_id, "val_loss")] == [1, 2, 3]
-    assert {"model", "evaluation", "pipeline.yaml"} <= {a.path for a in client.list_artifacts(again.run_id)}
+    assert {"evaluation", "pipeline.yaml"} <= {a.path for a in client.list_artifacts(again.run_id)}
+    from tasks.tracking.logged_model import model_of_run
+
+    model = model_of_run(client, again.run_id)  # its own LoggedModel
+    assert "MLmodel" in {a.path for a in client.list_logged_model_artifacts(model.model_id)}
 
     # a training parameter: training recomputed, data loading and preprocessing reused
     lr = run_pipeline("iris-csv", {"train.optimizer.lr": 0.05}, "pipelines.yaml")

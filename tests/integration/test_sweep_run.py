@@ -115,7 +115,12 @@ def test_fuse_top_fuses_the_two_best_trials_and_compares_with_the_best(swept, tm
     assert {"fused", "best_member"} <= set(report) and "accuracy" in report["bootstrap"]
     assert parent.data.metrics["fused_test_accuracy"] == pytest.approx(report["fused"]["test"]["accuracy"])
     assert parent.data.metrics["best_member_test_accuracy"] == pytest.approx(report["best_member"]["test"]["accuracy"])
-    assert "fusion of the 2 best trials" in parent.data.tags["mlflow.note.content"]
+    note = parent.data.tags["mlflow.note.content"]
+    assert "fusion of the 2 best trials" in note
+    assert note.startswith("**fuseflow pipeline") and "Prefect flow run:" in note, "the run's summary and links stay"
+    assert note.index("ranked by") < note.index("fusion of the 2 best trials"), "sections in the order they ran"
+    # the model is a LoggedModel: MLflow resolves it in the global tracking store, whatever `tracking_uri` says
+    mlflow.set_tracking_uri(uri)
     local = mlflow.artifacts.download_artifacts(run_id=parent.info.run_id, artifact_path="model",
                                                 dst_path=str(tmp_path / "model"), tracking_uri=uri)
     model = mlflow.pyfunc.load_model(local)

@@ -85,7 +85,8 @@ def test_artifacts_and_dataset_input(iris_project):
     run_id = summary.run_id
     mlflow.set_tracking_uri(uri)
     files = {a.path for a in mlflow.MlflowClient(uri).list_artifacts(run_id)}
-    assert {"pipeline.yaml", "model", "evaluation"} <= files
+    assert {"pipeline.yaml", "evaluation"} <= files  # the model is a LoggedModel: listed under its name
+    assert "model/MLmodel" in {a.path for a in mlflow.MlflowClient(uri).list_artifacts(run_id, "model")}
     evaluation = {a.path for a in mlflow.MlflowClient(uri).list_artifacts(run_id, "evaluation")}
     assert {"evaluation/confusion_matrix.png", "evaluation/learning_curve.png", "evaluation/evaluation_report.json"} <= evaluation
     report = json.loads(Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="evaluation/evaluation_report.json")).read_text())

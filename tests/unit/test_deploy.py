@@ -59,13 +59,24 @@ def test_deployment_carries_name_description_tags_schedules_and_fixed_parameters
     assert (dep.name, dep.flow_name, dep.description) == ("iris-a", "fuseflow", "iris with three schedules")
     assert dep.tags == ["fuseflow", "nightly", "tabular"]
     assert [s.active for s in dep.schedules] == [True, False, True]
-    assert dep.parameters == {"pipeline": "iris-a", "overrides": {}, "file": str(scheduled.path.resolve())}
+    assert dep.parameters == {"pipeline": "iris-a", "hyperparameters": dep.parameters["hyperparameters"],
+                              "overrides": {}, "file": str(scheduled.path.resolve())}
+    assert dep.parameters["hyperparameters"]["train"]["epochs"] == 1
+    assert dep.parameters["hyperparameters"]["model"]["hidden"] == [4]
+    assert dep.enforce_parameter_schema is True
     assert dep.entrypoint == "flows.pipeline.run_pipeline"
     schema = dep._parameter_openapi_schema.model_dump()["properties"]
     assert schema["pipeline"]["readOnly"] and schema["pipeline"]["enum"] == ["iris-a"]
     assert schema["file"]["readOnly"] and schema["file"]["enum"] == [str(scheduled.path.resolve())]
     assert {"type": "object", "additionalProperties": True} in schema["overrides"]["anyOf"]
     assert "dotted keys" in schema["overrides"]["description"]
+    typed = schema["hyperparameters"]
+    assert typed["properties"]["train"]["properties"]["epochs"] == {
+        "type": "integer", "minimum": 1, "default": 1, "title": "epochs", "description": "`train.epochs`"}
+    lr = typed["properties"]["train"]["properties"]["optimizer"]["properties"]["lr"]
+    assert (lr["type"], lr["exclusiveMinimum"], lr["title"]) == ("number", 0, "lr")
+    order = sorted(schema, key=lambda key: schema[key]["position"])
+    assert order[:3] == ["pipeline", "hyperparameters", "overrides"], "typed fields come right after the pipeline"
     no_schedule = build_deployment(select(scheduled, [])["iris-b"], scheduled.path)
     assert no_schedule.schedules == [] and no_schedule.description == "fuseflow pipeline iris-b"
 
@@ -162,6 +173,7 @@ def test_run_report_links_and_tables(monkeypatch):
     monkeypatch.setenv("MLFLOW_UI_URL", "http://127.0.0.1:5001/")
     assert mlflow_ui_base("sqlite:///mlruns/mlflow.db") == "http://127.0.0.1:5001"
     summary = RunSummary("abc", "runs:/abc/model", {"test_accuracy": 0.91234}, "classification")
-    text = report_markdown("p", summary, "http://ui/#/experiments/1/runs/abc")
+    text = report_markdown("p", summary, "http://ui/#/experiments/1/runs/abc", "http://ui/#/experiments/1/models/m-1")
     assert "| test_accuracy | 0.9123 |" in text and "[abc](http://ui/#/experiments/1/runs/abc)" in text
+    assert "Model: [`runs:/abc/model`](http://ui/#/experiments/1/models/m-1)" in text
     assert "set MLFLOW_UI_URL" in report_markdown("p", RunSummary("abc", "", {}, "classification"), None)

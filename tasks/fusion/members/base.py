@@ -17,6 +17,7 @@ import numpy as np
 TABULAR_FORMAT = "fuseflow-tabular/1"
 FUSED_FORMAT = "fuseflow-fusion/1"
 _RUNS = re.compile(r"^runs:/(?P<run>[^/]+)/(?P<path>.+)$")
+_MODEL_ID = re.compile(r"^models:/(?P<model_id>m-[0-9a-f]+)$")
 _MODELS = re.compile(r"^models:/(?P<name>[^/@]+)(/(?P<version>[^/]+)|@(?P<alias>[^/]+))$")
 
 
@@ -34,18 +35,27 @@ class ResolvedUri:
 
 
 def resolve_uri(uri: str, tracking_uri: str) -> ResolvedUri:
-    """runs:/<id>/<path>, models:/<name>/<version>, models:/<name>@<alias> -> ResolvedUri, or MemberNotFound."""
+    """runs:/<id>/<path>, models:/<model_id>, models:/<name>/<version>, models:/<name>@<alias> -> ResolvedUri, or
+    MemberNotFound."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
         raise MemberNotFound(f"cannot resolve {uri}: the tracking store {tracking_uri} does not exist")
+    from tasks.tracking.logged_model import model_of_run
+
     client = MlflowClient(tracking_uri)
-    runs, models = _RUNS.match(uri), _MODELS.match(uri)
+    runs, model_id, models = _RUNS.match(uri), _MODEL_ID.match(uri), _MODELS.match(uri)
     try:
+        if model_id:  # a LoggedModel by its id
+            logged = client.get_logged_model(model_id["model_id"])
+            return ResolvedUri(uri, logged.source_run_id, logged.artifact_location)
         if runs:
             run = client.get_run(runs["run"])
             path = runs["path"].strip("/")
+            logged = model_of_run(client, run.info.run_id, path)  # the run's LoggedModel of that name
+            if logged is not None:
+                return ResolvedUri(uri, run.info.run_id, logged.artifact_location)
             listed = {Path(f.path).name for f in client.list_artifacts(run.info.run_id, path)}
             if "MLmodel" not in listed:
                 raise MemberNotFound(f"cannot resolve {uri}: run {runs['run']} has no model at '{path}'")
@@ -55,11 +65,14 @@ def resolve_uri(uri: str, tracking_uri: str) -> ResolvedUri:
                 version = client.get_model_version_by_alias(models["name"], models["alias"])
             else:
                 version = client.get_model_version(models["name"], models["version"])
-            return ResolvedUri(uri, version.run_id, version.source)
+            source = version.source
+            if source.startswith("models:/m-"):  # registered from a LoggedModel: its files are where it lives
+                source = client.get_logged_model(source.removeprefix("models:/")).artifact_location
+            return ResolvedUri(uri, version.run_id, source)
     except MlflowException as exc:
         raise MemberNotFound(f"cannot resolve {uri}: {exc.message} (tracking store {tracking_uri})") from None
-    raise MemberNotFound(f"cannot resolve {uri}: expected runs:/<run_id>/<path>, models:/<name>/<version> "
-                         "or models:/<name>@<alias>")
+    raise MemberNotFound(f"cannot resolve {uri}: expected runs:/<run_id>/<path>, models:/<model_id>, "
+                         "models:/<name>/<version> or models:/<name>@<alias>")
 
 
 def download(resolved: ResolvedUri, tracking_uri: str, subpath: str = "", dst: Optional[Path] = None) -> Path:

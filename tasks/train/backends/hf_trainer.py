@@ -101,6 +101,7 @@ class HFTrainer:
                  checkpoint: Any, resume: Optional[dict[str, Any]] = None) -> TrainResult:
         """The Trainer keeps its own checkpoint folders in `trainer_folder(checkpoint)` and resumes from the newest."""
         from tasks.train.checkpoint import epoch_hooks, trainer_folder
+        from tasks.train.observers import EpochLog
 
         columns = ["input_ids", "attention_mask", "token_type_ids", "label"]
         keep = {s: splits.datasets[s].select_columns([c for c in columns if c in splits.datasets[s].column_names])
@@ -110,7 +111,8 @@ class HFTrainer:
 
             return train_hf_distributed(model, keep["train"], keep["validation"], tokenizer, self.config, seed,
                                         tokenize.group_by_length, logger, trainer_folder(checkpoint))
-        on_epoch_end, _ = epoch_hooks(logger)  # the Trainer saves its own checkpoints
+        # the Trainer saves its own checkpoints; a line per epoch goes to the run's logs
+        on_epoch_end, _ = epoch_hooks(logger, progress=EpochLog(self.config.epochs, self.config.monitor))
         return train_hf(model, keep["train"], keep["validation"], tokenizer, self.config, seed,
                         tokenize.group_by_length, on_epoch_end, checkpoint_dir=trainer_folder(checkpoint))
 
@@ -291,6 +293,21 @@ def epoch_callback(config: HFTrainerConfig, result: TrainResult, on_epoch_end: O
     return EpochReporter()
 
 
+def quiet_log_printing(trainer: Any) -> None:
+    """Stop the Trainer printing its log dicts (`{'loss': ..., 'epoch': 1.0}`) on the console each epoch: the epoch
+    hook's line says the same in the run's logs. The step bar (tqdm) stays where it is shown."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    class StepBar(ProgressCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: Optional[dict] = None, **kwargs: Any) -> None:
+            return None
+
+    trainer.remove_callback(PrinterCallback)
+    if any(type(c) is ProgressCallback for c in trainer.callback_handler.callbacks):
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(StepBar)
+
+
 def train_hf(model: Any, train_set: Any, val_set: Any, tokenizer: Any, config: HFTrainerConfig, seed: int,
              group_by_length: bool = False, on_epoch_end: Optional[EpochCallback] = None,
              checkpoint_dir: Optional[Path] = None, ddp_backend: Optional[str] = None, show_progress: bool = True,
@@ -319,6 +336,7 @@ def train_hf(model: Any, train_set: Any, val_set: Any, tokenizer: Any, config: H
                           data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
                           compute_metrics=compute_metrics, callbacks=[reporter, *callbacks],
                           optimizer_cls_and_kwargs=optimizer_override(config))
+        quiet_log_printing(trainer)
         resume = latest_checkpoint(output_dir) if checkpointing else None
         if resume is not None:
             log.info("resuming training from the Trainer checkpoint %s (epoch %s)", resume.name,

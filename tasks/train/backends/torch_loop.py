@@ -72,13 +72,15 @@ class TorchTrainer:
         """Train on `data` = {split: (inputs, targets)}; checkpoints through `checkpoint`, resuming from `resume` or
         from the checkpoint's latest saved state."""
         from tasks.train.checkpoint import epoch_hooks, resume_state
+        from tasks.train.observers import EpochLog
 
         if self.config.distributed:
             from tasks.train.ddp.launcher import train_distributed
 
             return train_distributed(model, data, task, self.config, seed, logger, checkpoint,
                                      resume_state(checkpoint, resume))
-        on_epoch_end, resume = epoch_hooks(logger, checkpoint, resume)
+        on_epoch_end, resume = epoch_hooks(logger, checkpoint, resume, progress=EpochLog(self.config.epochs,
+                                                                                  monitor_of(self.config)))
         return train_torch(model, data, task, self.config, seed, on_epoch_end=on_epoch_end, resume=resume)
 
     def fit_tabular(self, model: Any, splits: "TabularSplits", seed: int, logger: Any, checkpoint: Any,
@@ -98,6 +100,11 @@ class TorchTrainer:
         data = {s: (TextBatches.of(splits, s, tokenizer, self.config.batch_size, tokenize.group_by_length and s == "train"),
                     torch.as_tensor(splits.labels(s))) for s in ("train", "validation")}
         return self.fit(model, data, "classification", seed, logger, checkpoint, resume)
+
+
+def monitor_of(config: TorchTrainConfig) -> Optional[str]:
+    """The metric early stopping watches (the epoch lines mark its best epoch), None without early stopping."""
+    return config.early_stopping.monitor if config.early_stopping else None
 
 
 class TrainingDiverged(RuntimeError):
@@ -150,7 +157,9 @@ def train_torch(model: Any, data: dict[str, tuple[Any, Any]], task: str, config:
     tensors and which may give each epoch's row order through ``epoch_order(generator)``.
 
     ``on_epoch_end(epoch, metrics, state)`` receives the epoch's metrics and the resumable state
-    (model, optimizer, scheduler, RNG, early-stopping book-keeping); ``resume`` is such a state.
+    (model, optimizer, scheduler, RNG, early-stopping book-keeping); ``resume`` is such a state. Progress is the
+    hook's business (`tasks.train.checkpoint.epoch_hooks` writes a line per epoch into the run's logs): the loop
+    draws no bar (a live bar on the terminal overwrote those lines), and ``show_progress`` is accepted and ignored.
 
     Distributed (a DDP worker, see tasks/train/ddp/torch_worker.py): ``model`` may be a `DistributedDataParallel` wrapper and
     ``sampler`` a `DistributedSampler` (``set_epoch(epoch)``, then iterated) that gives this process' share of each
@@ -162,8 +171,8 @@ def train_torch(model: Any, data: dict[str, tuple[Any, Any]], task: str, config:
     import time
 
     import torch
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    del show_progress  # see the docstring: the epoch hook reports progress
     seed_everything(seed)
     device = resolve_device(config.device)
     model.to(device)
@@ -195,75 +204,68 @@ def train_torch(model: Any, data: dict[str, tuple[Any, Any]], task: str, config:
 
     eval_bs = config.eval_batch_size or max(config.batch_size, 256)
     samples, train_seconds = 0, 0.0
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[info]}"), TimeRemainingColumn()]
-    # the bar moves once per epoch: a few redraws a second are plenty (each redraw takes the GIL from training)
-    with Progress(*columns, disable=not show_progress, transient=False, refresh_per_second=2) as progress:
-        epochs_bar = progress.add_task("epochs", total=config.epochs, completed=start_epoch - 1, info="")
-        for epoch in range(start_epoch, config.epochs + 1):
-            model.train()
-            started = time.perf_counter()
-            order = _epoch_order(X_train, generator, sampler, epoch).to(device)
-            total_loss = torch.zeros((), device=device)
-            for i in range(0, len(order), config.batch_size):
-                idx = order[i:i + config.batch_size]
-                loss = criterion(forward(model, X_train[idx]), y_train[idx])
-                if not torch.isfinite(loss):
-                    raise TrainingDiverged(
-                        f"loss became {loss.item()} at epoch {epoch}, batch {i // config.batch_size + 1}: "
-                        "lower train.optimizer.lr, set train.grad_clip, or check the data for NaN/inf")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if config.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                total_loss += loss.detach() * len(idx)
-            seen = torch.tensor(float(len(order)), device=device)
-            if group:  # the loss over every process' rows
-                totals = torch.stack([total_loss, seen])
-                group.all_reduce(totals)
-                total_loss, seen = totals[0], totals[1]
-            train_seconds += time.perf_counter() - started
-            samples += int(seen.item())
-            val_out = predict_batches(core, X_val, eval_bs)
-            metrics = {"train_loss": (total_loss / seen).item(), "val_loss": criterion(val_out, y_val).item(),
-                       "lr": scheduler.get_last_lr()[0]}
-            metrics.update({f"val_{k}": v for k, v in epoch_metrics(val_out, y_val, task).items()})
-            if group:  # computed alike everywhere; rank 0's values make the early-stopping decisions agree for sure
-                shared = [metrics]
-                group.broadcast_object_list(shared, src=0)
-                metrics = shared[0]
-            result.history.append({"epoch": epoch, **metrics})
-            result.epochs_run = epoch
+    for epoch in range(start_epoch, config.epochs + 1):
+        model.train()
+        started = time.perf_counter()
+        order = _epoch_order(X_train, generator, sampler, epoch).to(device)
+        total_loss = torch.zeros((), device=device)
+        for i in range(0, len(order), config.batch_size):
+            idx = order[i:i + config.batch_size]
+            loss = criterion(forward(model, X_train[idx]), y_train[idx])
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"loss became {loss.item()} at epoch {epoch}, batch {i // config.batch_size + 1}: "
+                    "lower train.optimizer.lr, set train.grad_clip, or check the data for NaN/inf")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            total_loss += loss.detach() * len(idx)
+        seen = torch.tensor(float(len(order)), device=device)
+        if group:  # the loss over every process' rows
+            totals = torch.stack([total_loss, seen])
+            group.all_reduce(totals)
+            total_loss, seen = totals[0], totals[1]
+        train_seconds += time.perf_counter() - started
+        samples += int(seen.item())
+        val_out = predict_batches(core, X_val, eval_bs)
+        metrics = {"train_loss": (total_loss / seen).item(), "val_loss": criterion(val_out, y_val).item(),
+                   "lr": scheduler.get_last_lr()[0]}
+        metrics.update({f"val_{k}": v for k, v in epoch_metrics(val_out, y_val, task).items()})
+        if group:  # computed alike everywhere; rank 0's values make the early-stopping decisions agree for sure
+            shared = [metrics]
+            group.broadcast_object_list(shared, src=0)
+            metrics = shared[0]
+        result.history.append({"epoch": epoch, **metrics})
+        result.epochs_run = epoch
 
-            improved = False
-            if stopping:
-                if stopping.monitor not in metrics:
-                    raise ValueError(f"early_stopping.monitor '{stopping.monitor}' is not an epoch metric "
-                                     f"(available: {', '.join(sorted(metrics))})")
-                score = sign * metrics[stopping.monitor]
-                if score < best_score - stopping.min_delta:
-                    best_score, bad_epochs, improved = score, 0, True
-                    result.best_epoch = epoch
-                    if stopping.restore_best:
-                        best_state = copy.deepcopy(core.state_dict())
-                else:
-                    bad_epochs += 1
-            else:
+        improved = False
+        if stopping:
+            if stopping.monitor not in metrics:
+                raise ValueError(f"early_stopping.monitor '{stopping.monitor}' is not an epoch metric "
+                                 f"(available: {', '.join(sorted(metrics))})")
+            score = sign * metrics[stopping.monitor]
+            if score < best_score - stopping.min_delta:
+                best_score, bad_epochs, improved = score, 0, True
                 result.best_epoch = epoch
-            progress.update(epochs_bar, advance=1,
-                            info=f"train_loss {metrics['train_loss']:.4f}  val_loss {metrics['val_loss']:.4f}")
-            if on_epoch_end:
-                on_epoch_end(epoch, metrics, {
-                    "epoch": epoch, "model": core.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
-                    "torch_rng": torch.get_rng_state(), "best_score": best_score, "best_state": best_state,
-                    "bad_epochs": bad_epochs, "history": result.history, "best_epoch": result.best_epoch,
-                    "improved": improved})
-            if stopping and bad_epochs >= stopping.patience:
-                result.stopped_early = True
-                break
+                if stopping.restore_best:
+                    best_state = copy.deepcopy(core.state_dict())
+            else:
+                bad_epochs += 1
+        else:
+            result.best_epoch = epoch
+        if on_epoch_end:
+            on_epoch_end(epoch, metrics, {
+                "epoch": epoch, "model": core.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
+                "torch_rng": torch.get_rng_state(), "best_score": best_score, "best_state": best_state,
+                "bad_epochs": bad_epochs, "history": result.history, "best_epoch": result.best_epoch,
+                "improved": improved})
+        if stopping and bad_epochs >= stopping.patience:
+            result.stopped_early = True
+            break
     if on_epoch_end is not None and hasattr(on_epoch_end, "finish"):
         on_epoch_end.finish()  # the last epoch's checkpoint, before the best weights are restored
     if stopping and stopping.restore_best and best_state is not None:

@@ -41,9 +41,10 @@ def train_rank(folder: Path, rank: int, local_rank: int, world: int) -> None:
     import torch.distributed as dist
 
     from tasks.train.checkpoint import epoch_hooks
-    from tasks.train.ddp.rank import epoch_line, finish_rank, open_run, tag_process_group
+    from tasks.train.ddp.rank import finish_rank, open_run, report_epoch, tag_process_group
     from tasks.train.ddp.launcher import INPUTS
     from tasks.train.backends.hf_trainer import train_hf
+    from tasks.train.observers import EpochLog
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # "Writing model shards" bars at every checkpoint: noise in the step's log
@@ -54,7 +55,8 @@ def train_rank(folder: Path, rank: int, local_rank: int, world: int) -> None:
     on_epoch_end, callbacks = None, []
     if rank == 0:  # the only rank that reports: MLflow run, a line per epoch
         logger = open_run(inputs)
-        hooks, _ = epoch_hooks(logger)  # epochs the run already holds (a resume) are not logged again
+        # epochs the run already holds (a resume) are not logged again; the epoch lines go to the launcher
+        hooks, _ = epoch_hooks(logger, progress=EpochLog(config.epochs, config.monitor, sink=report_epoch))
         tagged = []
 
         def on_epoch_end(epoch: int, metrics: dict[str, float], state: dict[str, Any]) -> None:
@@ -62,7 +64,6 @@ def train_rank(folder: Path, rank: int, local_rank: int, world: int) -> None:
                 tag_process_group(logger)
                 tagged.append(True)
             hooks(epoch, metrics, state)
-            epoch_line(epoch, config.epochs, metrics)
 
         callbacks.append(orphan_guard(inputs["launcher_pid"]))
     checkpoint_dir = Path(inputs["checkpoint_dir"]) if inputs["checkpoint_dir"] else None

@@ -6,11 +6,13 @@
 
 The flow's process stays the orchestrator: `train_distributed` writes the step's inputs (model, tensors, config,
 seed, the MLflow run, a resume state) to a temporary folder, runs `python -m torch.distributed.run --standalone
---nproc_per_node N -m WORKER FOLDER` and streams its output into the log. Every process trains the same model on
-its `DistributedSampler` share of each epoch (WORKER: the torch loop of tasks/train/ddp/torch_worker.py, or the HF
-Trainer in tasks/train/ddp/hf_worker.py, which shards the data itself); rank 0 alone logs to MLflow,
-writes checkpoints and the final weights. Every rank writes a digest of its final weights: they must be equal, or
-the step fails. When a rank fails, the step's error names the rank and repeats its error line.
+--nproc_per_node N -m WORKER FOLDER` and streams its output into the Prefect run's log as it comes (rank 0's epoch
+lines, marked `EPOCH_PREFIX`, as the single process writes them; the rest prefixed `[ddp]`). Every process trains
+the same model on its `DistributedSampler` share of each epoch (WORKER: the torch loop of
+tasks/train/ddp/torch_worker.py, or the HF Trainer in tasks/train/ddp/hf_worker.py, which shards the data itself);
+rank 0 alone logs to MLflow, writes checkpoints and the final weights. Every rank writes a digest of its final
+weights: they must be equal, or the step fails. When a rank fails, the step's error names the rank and repeats its
+error line.
 
 Config classes only at module level: torch is imported inside functions.
 """
@@ -36,6 +38,8 @@ log = logging.getLogger("fuseflow")
 
 INPUTS = "inputs.pt"
 FINAL = "final.pt"
+#: marks rank 0's epoch lines in the workers' output: logged without the `[ddp]` prefix, like the single process'
+EPOCH_PREFIX = "fuseflow-epoch: "
 
 
 class DistributedTrainingError(RuntimeError):
@@ -188,7 +192,10 @@ def _run_torchrun(folder: Path, world: int, worker: str = TORCH_WORKER) -> tuple
         for line in proc.stdout:
             line = line.rstrip("\n")
             tail.append(line)
-            if line.strip():
+            _, marked, epoch_line = line.partition(EPOCH_PREFIX)  # torchrun may put a rank prefix before it
+            if marked:
+                run_log.info("%s", epoch_line)
+            elif line.strip():
                 run_log.info("[ddp] %s", line)
         returncode = proc.wait()
     except BaseException:  # Ctrl-C or a cancelled flow: stop the workers too

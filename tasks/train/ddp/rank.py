@@ -44,8 +44,12 @@ def tag_process_group(logger: Any) -> None:
         logger.set_tags({tags.WORLD_SIZE: dist.get_world_size(), tags.DISTRIBUTED_BACKEND: dist.get_backend()})
 
 
-def epoch_line(epoch: int, epochs: int, metrics: dict[str, float]) -> None:
-    say(f"epoch {epoch}/{epochs}: " + "  ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+def report_epoch(line: str) -> None:
+    """Rank 0's epoch line (`tasks.train.observers.EpochLog`) to the launcher, marked: the launcher logs it into the
+    Prefect run's logs as it comes, as the single process does."""
+    from tasks.train.ddp.launcher import EPOCH_PREFIX
+
+    say(EPOCH_PREFIX + line)
 
 
 def orphaned(launcher_pid: int, epoch: int) -> RuntimeError:

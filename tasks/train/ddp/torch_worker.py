@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.processes import process_alive
-from tasks.train.ddp.rank import epoch_line, finish_rank, open_run, orphaned, run_rank, tag_process_group
+from tasks.train.ddp.rank import finish_rank, open_run, orphaned, report_epoch, run_rank, tag_process_group
 
 
 class LengthGroupedShards:
@@ -63,7 +63,8 @@ def train_rank(folder: Path, rank: int, local_rank: int, world: int) -> None:
     from tasks.train.checkpoint import Checkpointer, epoch_hooks
     from tasks.train.ddp.launcher import INPUTS
     from tasks.train.common import resolve_device
-    from tasks.train.backends.torch_loop import train_torch
+    from tasks.train.backends.torch_loop import monitor_of, train_torch
+    from tasks.train.observers import EpochLog
 
     inputs = torch.load(folder / INPUTS, map_location="cpu", weights_only=False)
     backend, config, seed = inputs["backend"], inputs["config"], inputs["seed"]
@@ -82,7 +83,8 @@ def train_rank(folder: Path, rank: int, local_rank: int, world: int) -> None:
         tag_process_group(logger)
         if logger is not None and inputs["checkpoint_every"]:
             checkpoint = Checkpointer(logger, inputs["checkpoint_every"], inputs["checkpoint_keep"])
-        hooks, _ = epoch_hooks(logger, checkpoint, inputs["resume"])  # every rank resumes from the launcher's state
+        hooks, _ = epoch_hooks(logger, checkpoint, inputs["resume"],  # every rank resumes from the launcher's state
+                               progress=EpochLog(config.epochs, monitor_of(config), sink=report_epoch))
 
         def on_epoch_end(epoch: int, metrics: dict[str, float], state: dict[str, Any]) -> None:
             hooks(epoch, metrics, state)
@@ -90,10 +92,9 @@ def train_rank(folder: Path, rank: int, local_rank: int, world: int) -> None:
                 if checkpoint is not None:
                     checkpoint.wait()
                 raise orphaned(inputs["launcher_pid"], epoch)
-            epoch_line(epoch, config.epochs, metrics)
 
     result = train_torch(ddp, inputs["data"], inputs["task"], config, seed, on_epoch_end=on_epoch_end,
-                         resume=inputs["resume"], show_progress=False, sampler=sampler)
+                         resume=inputs["resume"], sampler=sampler)
     if checkpoint is not None:
         checkpoint.wait()  # the last checkpoint is in the run before the launcher goes on
     finish_rank(folder, rank, model, result)
