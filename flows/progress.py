@@ -39,6 +39,14 @@ class RunProgress:
         with self._lock:
             self._create()
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable without its lock: a cluster task runner (Dask, Ray) ships the flow's parameters with each task."""
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     @property
     def percent(self) -> float:
         """Done as a percentage of the total (100 when there is nothing to do)."""

@@ -2,6 +2,8 @@
 the MLflow run's description, and a config error that fails the flow run with the CLI's message and no traceback."""
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tasks.errors import ConfigError
@@ -65,7 +67,12 @@ def test_a_config_error_fails_the_flow_run_with_its_message_and_no_traceback(pre
     with get_client(sync_client=True) as client:
         [flow_run] = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=["iris-broken"])))
         assert flow_run.state.type.value == "FAILED" and flow_run.state.message == str(err.value)
-        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run.id])))
-    text = "\n".join(log.message for log in logs)
+        text = ""
+        for _ in range(60):  # the API log handler sends in batches, in the background: wait for the line
+            logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run.id])))
+            text = "\n".join(log.message for log in logs)
+            if "invalid configuration" in text:
+                break
+            time.sleep(0.5)
     assert f"invalid configuration: {err.value}" in text
     assert "Traceback" not in text and "Traceback" not in caplog.text

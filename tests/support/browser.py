@@ -3,13 +3,12 @@ it opens: a `prefect server start` with its UI on, and an `mlflow server` over a
 from __future__ import annotations
 
 import shutil
-import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from tests.support.servers import START_TIMEOUT, Api, base_env, free_port, start, stop_group, wait_for
+from tests.support.servers import MlflowServer, prefect_server
 
 #: executables tried in order; FUSEFLOW_CHROMIUM is not needed: CI installs Debian's `chromium` (see .ci/run)
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -69,43 +68,22 @@ def shot_on_failure(page: Any, path: Path) -> Iterator[None]:
         raise
 
 
-@contextmanager
-def prefect_ui_server(folder: Path) -> Iterator[tuple[Api, Path]]:
-    """A real `prefect server start` on a free loopback port with its UI (served at its root URL); yields the API
-    and its PREFECT_HOME. The port goes in PREFECT_SERVER_API_PORT too, so the UI's /ui-settings points here."""
-    port = free_port()
-    env = {**base_env(folder / "home"), "PREFECT_SERVER_API_PORT": str(port), "PREFECT_SERVER_API_HOST": "127.0.0.1",
-           "PREFECT_UI_ENABLED": "true"}
-    log = folder / "server.log"
-    proc = start([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                 env, log)
-    try:
-        api = Api(f"http://127.0.0.1:{port}/api")
-        wait_for(lambda: api.http.get("/health").status_code == 200, START_TIMEOUT, "the Prefect server", proc, log)
-        yield api, folder / "home"
-    finally:
-        stop_group(proc)
+def prefect_ui_server(folder: Path) -> Any:
+    """A real `prefect server start` with its UI (tests/support/servers.py)."""
+    return prefect_server(folder, ui=True)
 
 
 @contextmanager
 def mlflow_ui_server(db: Path, folder: Path) -> Iterator[str]:
     """A real `mlflow server` (its UI) on a free loopback port over the sqlite store `db`, as `fuseflow up` starts
     it (artifacts beside the database); yields its URL."""
-    import httpx
-
     from tasks.tracking.logger import artifact_root_for
 
     db.parent.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{db}"
-    port = free_port()
-    log = folder / "mlflow-server.log"
-    proc = start([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers",
-                  "1", "--backend-store-uri", uri, "--default-artifact-root", str(artifact_root_for(uri))],
-                 base_env(folder / "mlflow-home"), log)
-    url = f"http://127.0.0.1:{port}"
+    server = MlflowServer(folder, backend_uri=uri, artifact_root=str(artifact_root_for(uri)))
+    server.start()
     try:
-        wait_for(lambda: httpx.get(f"{url}/health", timeout=5).status_code == 200, START_TIMEOUT, "the MLflow server",
-                 proc, log)
-        yield url
+        yield server.url
     finally:
-        stop_group(proc)
+        server.stop()

@@ -117,16 +117,18 @@ class Api:
 
 
 @contextmanager
-def prefect_server(folder: Path, database_url: str | None = None) -> Iterator[tuple[Api, Path]]:
-    """A real `prefect server start` on a free loopback port (UI off); yields the API and its PREFECT_HOME.
-    `database_url` (`postgresql+asyncpg://...`) puts its database on PostgreSQL instead of sqlite."""
+def prefect_server(folder: Path, database_url: str | None = None, ui: bool = False) -> Iterator[tuple[Api, Path]]:
+    """A real `prefect server start` on a free loopback port; yields the API and its PREFECT_HOME. `database_url`
+    (`postgresql+asyncpg://...`) puts its database on PostgreSQL instead of sqlite; `ui` serves the UI at its root
+    URL (the port goes in PREFECT_SERVER_API_PORT too, so the UI's /ui-settings points here)."""
     port = free_port()
     env = {**base_env(folder / "home"), "PREFECT_SERVER_API_PORT": str(port), "PREFECT_SERVER_API_HOST": "127.0.0.1",
-           "PREFECT_UI_ENABLED": "false"}
+           "PREFECT_UI_ENABLED": "true" if ui else "false"}
     if database_url:
         env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
     log = folder / "server.log"
-    proc = start([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1"], env, log)
+    proc = start([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                 env, log)
     try:
         api = Api(f"http://127.0.0.1:{port}/api")
         wait_for(lambda: api.http.get("/health").status_code == 200, START_TIMEOUT, "the Prefect server", proc, log)
@@ -139,9 +141,11 @@ class MlflowServer:
     """`mlflow server` on a fixed loopback port (restartable on the same port) over a store in `folder`: its own
     sqlite database, or `backend_uri` (a PostgreSQL URL); artifacts in `folder/artifacts`."""
 
-    def __init__(self, folder: Path, backend_uri: str | None = None, workers: int = 1) -> None:
+    def __init__(self, folder: Path, backend_uri: str | None = None, workers: int = 1,
+                 artifact_root: str | None = None) -> None:
         self.folder, self.port, self.workers = folder, free_port(), workers
         self.backend_uri = backend_uri or f"sqlite:///{folder / 'mlflow.db'}"
+        self.artifact_root = artifact_root or (folder / "artifacts").as_uri()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = folder / "mlflow-server.log"
         self.proc: subprocess.Popen | None = None
@@ -152,7 +156,7 @@ class MlflowServer:
         env = {**base_env(self.folder / "prefect-home"), "MLFLOW_DISABLE_TELEMETRY": "true"}
         self.proc = start([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
                            "--workers", str(self.workers), "--backend-store-uri", self.backend_uri,
-                           "--default-artifact-root", (self.folder / "artifacts").as_uri()], env, self.log)
+                           "--default-artifact-root", self.artifact_root], env, self.log)
         wait_for(lambda: urllib.request.urlopen(f"{self.url}/health", timeout=2).status == 200, START_TIMEOUT,
                  "mlflow server", self.proc, self.log)
 
