@@ -167,15 +167,10 @@ def _run_and_report(label: str, description: str, call: Any, show: Any) -> int:
 
 
 def _run_state(exc: BaseException) -> str:
-    """What became of the MLflow run of a failed run, truly: marked FAILED, left RUNNING (the store refused), or
-    never opened."""
+    """What became of the MLflow run of a failed run, truly (marked FAILED, left RUNNING because the store refused,
+    or never opened), and how to continue it."""
     outcome = getattr(exc, "fuseflow_run", None)
-    if outcome is None:
-        return "no MLflow run was opened"
-    if outcome.status == "RUNNING":
-        return (f"the MLflow run {outcome.run_id} could not be marked FAILED ({outcome.problem}): it stays RUNNING; "
-                "once the tracking server answers, `fuseflow run NAME --resume` continues it")
-    return "the MLflow run is marked FAILED"
+    return "no MLflow run was opened" if outcome is None else outcome.describe()
 
 
 def _print_summary(summary: Any) -> None:

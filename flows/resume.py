@@ -10,7 +10,7 @@ import os
 import socket
 from typing import Any, Optional
 
-from tasks.processes import process_alive
+from tasks.processes import process_started, same_process
 from tasks.tracking import tags
 
 log = logging.getLogger("fuseflow")
@@ -18,13 +18,17 @@ log = logging.getLogger("fuseflow")
 UNFINISHED = ("RUNNING", "FAILED", "KILLED")
 
 
-def process_tags() -> dict[str, str]:
-    """Tags that let a later `--resume` tell a crashed run from one still running."""
-    return {tags.HOST: socket.gethostname(), tags.PID: str(os.getpid())}
+def process_tags() -> dict[str, Optional[str]]:
+    """Tags that let a later `--resume` tell a crashed run from one still running: host, pid and the process' start
+    time (a pid the system handed to another process since is not the run's)."""
+    started = process_started(os.getpid())
+    return {tags.HOST: socket.gethostname(), tags.PID: str(os.getpid()),
+            tags.PROCESS_STARTED: repr(started) if started is not None else None}
 
 
 def is_alive(run: Any) -> bool:
-    """True when the run is RUNNING and its process still exists on this machine."""
+    """True when the run is RUNNING and the process that runs it (pid and start time) still exists on this
+    machine."""
     if run.info.status != "RUNNING":
         return False
     run_tags = run.data.tags
@@ -33,7 +37,12 @@ def is_alive(run: Any) -> bool:
     pid = int(run_tags[tags.PID])
     if pid == os.getpid():
         return False  # this process (an earlier run in the same process that died with its flow)
-    return process_alive(pid)
+    started = run_tags.get(tags.PROCESS_STARTED)
+    try:
+        started_at = float(started) if started else None  # runs of older versions: the pid alone
+    except ValueError:
+        started_at = None
+    return same_process(pid, started_at)
 
 
 def find_resumable_run(client: Any, experiment_id: str, pipeline: str, config_hash: str) -> Optional[Any]:

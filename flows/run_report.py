@@ -85,18 +85,18 @@ def publish_run_report(pipeline: str, summary: RunSummary, tracking_uri: str) ->
     from prefect.artifacts import create_markdown_artifact
 
     run_url = model_url = None
-    base = mlflow_ui_base(tracking_uri)
-    if base:
-        from mlflow import MlflowClient
+    try:  # the MLflow run is complete and FINISHED: a missing link or artifact must not fail it
+        base = mlflow_ui_base(tracking_uri)
+        if base:
+            from mlflow import MlflowClient
 
-        client = MlflowClient(tracking_uri)
-        experiment = client.get_run(summary.run_id).info.experiment_id
-        run_url = mlflow_run_url(base, experiment, summary.run_id)
-        model_url = mlflow_model_url(base, experiment, summary.run_id,
-                                     logged_model_id(client, experiment, summary.run_id))
-    try:
+            client = MlflowClient(tracking_uri)
+            experiment = client.get_run(summary.run_id).info.experiment_id
+            run_url = mlflow_run_url(base, experiment, summary.run_id)
+            model_url = mlflow_model_url(base, experiment, summary.run_id,
+                                         logged_model_id(client, experiment, summary.run_id))
         create_markdown_artifact(report_markdown(pipeline, summary, run_url, model_url), key=artifact_key(pipeline),
                                  description=f"final metrics of MLflow run {summary.run_id}")
-    except Exception as exc:  # noqa: BLE001 - the MLflow run is complete; a missing artifact must not fail it
+    except Exception as exc:  # noqa: BLE001
         log.warning("could not create the Prefect artifact: %s: %s", type(exc).__name__, exc)
     return run_url

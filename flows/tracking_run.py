@@ -95,11 +95,21 @@ def run_description(pipeline: str, changes: Mapping[str, Any] | None, context: M
 @dataclass(frozen=True)
 class RunOutcome:
     """How a failed run's MLflow run was left (attached to the exception as `fuseflow_run`): `status` is what the
-    store says now (`FAILED`, `KILLED`, or `RUNNING` when it could not be marked, `problem` saying why)."""
+    store says now (`FAILED`, `KILLED`, or `RUNNING` when it could not be marked `wanted`, `problem` saying why)."""
 
     run_id: str
     status: str
     problem: Optional[str] = None
+    pipeline: str = "NAME"
+    wanted: str = "FAILED"
+
+    def describe(self) -> str:
+        """The run's true state and how to continue it, for the CLI's error line."""
+        resume = f"`fuseflow run {self.pipeline} --resume` continues it from its last checkpoint"
+        if self.status == "RUNNING":
+            return (f"the MLflow run {self.run_id} could not be marked {self.wanted} ({self.problem}): it stays "
+                    f"RUNNING; once the tracking server answers, {resume}")
+        return f"the MLflow run {self.run_id} is marked {self.status}; once the cause is fixed, {resume}"
 
 
 def close_run(client: Any, run_id: str, status: str, error: str) -> Optional[str]:
@@ -198,7 +208,8 @@ def tracked_run(spec: PipelineSpec, overrides: Mapping[str, Any] | None, base_di
         if problem is None:  # the store answers: trials and members whose workers died with this run are closed too
             close_unfinished_children(client, run.info.run_id, status, f"its parent run {run.info.run_id} ended "
                                       f"{status}: {error}"[:5000])
-        exc.fuseflow_run = RunOutcome(run.info.run_id, status if problem is None else "RUNNING", problem)
+        exc.fuseflow_run = RunOutcome(run.info.run_id, status if problem is None else "RUNNING", problem,
+                                      spec.name, status)
         if status == "FAILED":
             from tasks.tracking.events import emit_run_failed
 
@@ -207,5 +218,10 @@ def tracked_run(spec: PipelineSpec, overrides: Mapping[str, Any] | None, base_di
             log_timings(timer, logger, log)  # after the run is marked: where a failed run's time went
         raise
     else:
-        log_timings(timer, logger, log)
-        client.set_terminated(run.info.run_id, "FINISHED")
+        try:
+            log_timings(timer, logger, log)
+            client.set_terminated(run.info.run_id, "FINISHED")
+        except Exception as exc:  # the store went away at the very end: the run's outputs are all logged
+            exc.fuseflow_run = RunOutcome(run.info.run_id, "RUNNING", f"{type(exc).__name__}: {exc}"[:300],
+                                          spec.name, "FINISHED")
+            raise

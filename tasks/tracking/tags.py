@@ -14,6 +14,7 @@ OVERRIDES = "fuseflow.overrides"  # JSON of the --set / deployment overrides
 RERUN_OF = "fuseflow.rerun_of"  # the run a `fuseflow rerun` reproduces
 HOST = "fuseflow.host"  # host and pid of the process that runs it, so --resume tells a crash from a live run
 PID = "fuseflow.pid"
+PROCESS_STARTED = "fuseflow.process_started"  # that process' start time: a pid the system reused is not it
 RESUMED = "fuseflow.resumed"  # how many times --resume reopened it
 FLOW_RUN_ID = "prefect.flow_run_id"
 FLOW_RUN_URL = "prefect.flow_run_url"

@@ -1,10 +1,13 @@
 """Failure semantics: a failing step marks the MLflow run FAILED and the Prefect flow run Failed; exit 1."""
 from __future__ import annotations
 
+import os
+import socket
 import textwrap
 
 import pytest
 
+from tasks.processes import process_started
 from tests.support.helpers import TINY_IRIS, runs_of, write_pipelines
 
 BROKEN_MODELS = '''
@@ -69,6 +72,9 @@ def test_failing_step_marks_runs_failed_and_exits_1(target, expected, prefect_ha
     assert len(lines) == 1 and expected in lines[0], captured.err
     assert "Traceback" not in captured.err.split("error: run failed")[1]
     (run,) = runs_of(tracking_uri)
+    # the true state, and how to continue (the team load test saw a failed run's line name neither)
+    assert (f"the MLflow run {run.info.run_id} is marked FAILED; once the cause is fixed, "
+            "`fuseflow run iris-tiny --resume` continues it") in captured.err
     assert run.info.status == "FAILED"
     assert expected in run.data.tags["fuseflow.error"]
     assert _flow_run_state(run.data.tags["prefect.flow_run_id"]).is_failed()
@@ -86,6 +92,64 @@ def test_keyboard_interrupt_marks_run_killed(project_dir, tracking_uri):
             raise KeyboardInterrupt
     (run,) = runs_of(tracking_uri)
     assert run.info.status == "KILLED"
+
+
+def test_a_store_that_fails_at_the_finished_mark_says_the_run_stays_running(project_dir, tracking_uri, monkeypatch):
+    """The tracking server went away after the last output was logged: the error names the run, says it stays
+    RUNNING (not 'no MLflow run was opened', which was the message before), and how to --resume it."""
+    from mlflow import MlflowClient
+
+    from flows.cli import _run_state
+    from flows.spec.project import load_project
+    from flows.spec.resolve import resolve
+    from flows.tracking_run import tracked_run
+
+    write_pipelines(project_dir)
+    spec = resolve(load_project("pipelines.yaml"), "iris-tiny").spec
+    real = MlflowClient.set_terminated
+
+    def refuse_finished(self, run_id, status=None, *args, **kwargs):
+        if status == "FINISHED":
+            raise ConnectionError("IncompleteRead(0 bytes read)")
+        return real(self, run_id, status, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "set_terminated", refuse_finished)
+    with pytest.raises(ConnectionError) as raised:
+        with tracked_run(spec, None, project_dir):
+            pass
+    (run,) = runs_of(tracking_uri)
+    assert run.info.status == "RUNNING"
+    state = _run_state(raised.value)
+    assert state.startswith(f"the MLflow run {run.info.run_id} could not be marked FINISHED (ConnectionError: "), state
+    assert "it stays RUNNING" in state and "`fuseflow run iris-tiny --resume`" in state
+
+
+def test_a_running_run_whose_pid_went_to_another_process_is_resumable(project_dir, tracking_uri):
+    """--resume told a crash from a live run by the pid alone: a run whose pid the system handed to another live
+    process could never be resumed. The process' start time is recorded and compared now."""
+    from mlflow import MlflowClient
+
+    from flows.resume import find_resumable_run, is_alive
+    from flows.spec.project import load_project
+    from flows.spec.resolve import resolve
+    from flows.tracking_run import config_hash
+    from tasks.tracking import tags
+
+    write_pipelines(project_dir)
+    spec = resolve(load_project("pipelines.yaml"), "iris-tiny").spec
+    client = MlflowClient(tracking_uri)
+    experiment = client.create_experiment("reused-pid")
+    parent = os.getppid()  # alive, and not this process
+    started = process_started(parent)
+    run_tags = {tags.PIPELINE: spec.name, tags.CONFIG_HASH: config_hash(spec), tags.HOST: socket.gethostname(),
+                tags.PID: str(parent)}
+    live = client.create_run(experiment, tags={**run_tags, tags.PROCESS_STARTED: repr(started)})
+    assert is_alive(client.get_run(live.info.run_id))
+    assert find_resumable_run(client, experiment, spec.name, config_hash(spec)) is None
+    # the run's process died and the system gave its pid to the live process above, which started at another time
+    client.set_tag(live.info.run_id, tags.PROCESS_STARTED, repr(started - 3600.0))
+    assert not is_alive(client.get_run(live.info.run_id))
+    assert find_resumable_run(client, experiment, spec.name, config_hash(spec)).info.run_id == live.info.run_id
 
 
 def test_nan_input_stops_training_at_once():
