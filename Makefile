@@ -18,8 +18,9 @@ $(STAMP): pyproject.toml
 run: setup
 	$(BIN)/fuseflow run digits-mlp
 
+# one pytest worker per core (pytest-xdist); a test file stays on one worker, so its module fixtures run once
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadfile
 
 clean-results:
 	rm -rf .fuseflow mlruns
