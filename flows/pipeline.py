@@ -1,24 +1,30 @@
-"""The Prefect flow that runs one pipeline: validate, open the MLflow run, run the body for its kind, close the run.
+"""The Prefect flow that runs one pipeline: validate, load and check a training pipeline's data, open the MLflow run,
+run the body for its kind, close the run.
 
 `flows.pipeline:run_pipeline` is the entrypoint every deployment names: keep it here."""
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional
+from functools import partial
+from pathlib import Path
+from typing import Any, Optional, Sequence
 
 from prefect import flow, get_run_logger
 
+from flows.bodies.data import LoadedData, load_training_data
 from flows.bodies.reuse import ReusingBody
 from flows.bodies.table import body_for
 from flows.env import quiet_defaults
 from flows.form_schema import merged_overrides
 from flows.run_names import name_flow_run, run_name
 from flows.run_report import publish_run_report
-from flows.spec.overrides import parse_overrides
-from flows.spec.project import DEFAULT_FILE, load_project
+from flows.spec.overrides import Override, parse_overrides
+from flows.spec.project import DEFAULT_FILE, ProjectFile, load_project
+from flows.spec.pydantic_errors import located_issue
 from flows.spec.resolve import resolve
 from flows.tracking_run import tracked_run
 from tasks.errors import ConfigError
+from tasks.pipeline.resolved import ResolvedPipeline
 from tasks.pipeline.retries import retry_policy
 from tasks.pipeline.summary import RunSummary
 from tasks.tracking import tags
@@ -52,8 +58,9 @@ def run_pipeline(pipeline: str, overrides: Optional[dict[str, Any]] = None, file
         changes = dict(overrides or {})
         if hyperparameters:  # the form sends every field: only the ones that differ from the YAML change the run
             changes = merged_overrides(resolve(project, pipeline).spec, hyperparameters, overrides)
-        resolved = resolve(project, pipeline, parse_overrides(changes))
-        changes = {o.key: o.value for o in parse_overrides(changes)}
+        parsed = parse_overrides(changes)
+        resolved = resolve(project, pipeline, parsed)
+        changes = {o.key: o.value for o in parsed}
         body = body_for(resolved)
     except ConfigError as err:
         name_flow_run(pipeline)
@@ -64,18 +71,30 @@ def run_pipeline(pipeline: str, overrides: Optional[dict[str, Any]] = None, file
     if resolved.kind == "training" and not resume:  # an unchanged rerun copies the outputs of the run it repeats
         body = ReusingBody(body)
     extra_tags = {tags.RERUN_OF: rerun_of} if rerun_of else None
+    policy = spec.retry_policy
     # the CLI sets the quiet defaults already; a Prefect worker or a Python caller gets them here, for the run
-    with quiet_defaults(), tracked_run(spec, changes or None, project.base_dir, extra_tags=extra_tags, resume=resume,
-                                       run_name=name) as logger, \
-            cache_options(cache_dir(project.base_dir), no_cache):
-        policy = spec.retry_policy
+    with quiet_defaults(), cache_options(cache_dir(project.base_dir), no_cache):
         if policy.describe():
             get_run_logger().info("retries and timeouts: %s", policy.describe())
-        with retry_policy(policy):
-            summary = body(resolved, logger, project.base_dir)
-        with logger.phase("register"):
-            summary.registry = register_and_promote(spec.tracking, summary.run_id, summary.model_uri,
-                                                    logger.tracking_uri)
+        data, failed = None, None
+        try:  # the data is loaded and checked before the MLflow run opens: a data problem leaves no run behind
+            with retry_policy(policy):
+                data = data_before_run(resolved, body, project.base_dir)
+        except ConfigError as err:
+            return config_failure(located(err, project, pipeline, parsed))
+        except Exception as exc:  # noqa: BLE001 - not the data's fault (a database down, a timeout): recorded below
+            failed = exc
+        if data is not None:
+            body = partial(body, data=data)
+        with tracked_run(spec, changes or None, project.base_dir, extra_tags=extra_tags, resume=resume,
+                         run_name=name) as logger:
+            if failed is not None:  # the run records it and ends FAILED, as when the step fails inside the run
+                raise failed
+            with retry_policy(policy):
+                summary = body(resolved, logger, project.base_dir)
+            with logger.phase("register"):
+                summary.registry = register_and_promote(spec.tracking, summary.run_id, summary.model_uri,
+                                                        logger.tracking_uri)
     _keep_cache_under_cap(cache_dir(project.base_dir))
     summary.pipeline = pipeline
     summary.mlflow_run_url = publish_run_report(pipeline, summary, logger.tracking_uri)
@@ -84,6 +103,25 @@ def run_pipeline(pipeline: str, overrides: Optional[dict[str, Any]] = None, file
     if summary.registry:
         get_run_logger().info("registry: %s", summary.registry.message)
     return summary
+
+
+def data_before_run(pipeline: ResolvedPipeline, body: Any, base_dir: Path) -> Optional[LoadedData]:
+    """A training pipeline's data, loaded and checked (flows/bodies/data.py), unless an earlier run with the same
+    whole-run key may be reused (then nothing is loaded: that run's data passed these checks); None for the other
+    kinds, whose members and trials load their data in their own runs."""
+    if pipeline.kind != "training":
+        return None
+    if isinstance(body, ReusingBody) and body.candidates(pipeline, base_dir):
+        return None
+    return load_training_data(pipeline, base_dir)
+
+
+def located(err: ConfigError, project: ProjectFile, pipeline: str, overrides: Sequence[Override]) -> ConfigError:
+    """A data step's error (key paths under the pipeline, e.g. `data.label_column`) located in the pipelines file:
+    the file and line of the key (or of the nearest section written, `data:`), or the `--set` that gave it."""
+    origins = {o.path: f"--set {o.text}" for o in overrides}
+    return ConfigError([issue if issue.file or issue.origin else
+                        located_issue(project, pipeline, issue.path, issue.message, origins) for issue in err.issues])
 
 
 def config_failure(err: ConfigError) -> Any:

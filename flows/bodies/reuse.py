@@ -5,6 +5,7 @@ them. The new run is FINISHED on its own, tagged
 `fuseflow.cache.run=reused` with the run it reused. `--no-cache` (and `--resume`) always compute."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -12,6 +13,7 @@ from typing import Any, Optional
 from tasks.steps.step_task import step
 from prefect.cache_policies import NO_CACHE
 
+from flows.bodies.data import LoadedData, count_before_run
 from flows.bodies.training import Body
 from tasks.cache import index as cache_index
 from tasks.cache.policy import current_options
@@ -76,24 +78,41 @@ def reuse_run(origin: ReusableRun, logger: RunLogger, reason: str) -> RunSummary
 
 
 class ReusingBody:
-    """`body`, or the copy of a finished run with the same whole-run key."""
+    """`body`, or the copy of a finished run with the same whole-run key. One per pipeline run: the key and the runs
+    that had it are looked up once, before the run opens (`candidates`), so the flow loads and checks the data
+    before the run only when no earlier run may be reused (a reused run loads nothing)."""
 
     def __init__(self, body: Body) -> None:
         self.body = body
+        self._lookup: Optional[tuple[RunKey, list[str], float]] = None  # key, runs that had it, seconds it took
 
-    def __call__(self, pipeline: ResolvedPipeline, logger: RunLogger, base_dir: Path) -> RunSummary:
-        options = current_options()
-        with logger.phase("run-key"):
+    def candidates(self, pipeline: ResolvedPipeline, base_dir: Path) -> list[str]:
+        """MLflow runs the cache index says computed this pipeline's whole-run key (none with --no-cache)."""
+        if self._lookup is None:
+            began = time.perf_counter()
+            options = current_options()
             key = self.key(pipeline, base_dir)
-            scope = f"{pipeline.name}|{logger.tracking_uri}"
             found = [] if options.refresh else cache_index.find_runs(options.folder, key.value)
+            self._lookup = (key, found, time.perf_counter() - began)
+        return self._lookup[1]
+
+    def __call__(self, pipeline: ResolvedPipeline, logger: RunLogger, base_dir: Path,
+                 data: Optional[LoadedData] = None) -> RunSummary:
+        options = current_options()
+        looked_up = self._lookup is not None
+        with logger.phase("run-key"):
+            found = self.candidates(pipeline, base_dir)
+            key, _, seconds = self._lookup  # type: ignore[misc]
+            if looked_up:  # before the run opened: its time still counts here
+                count_before_run(logger, "run-key", seconds)
+            scope = f"{pipeline.name}|{logger.tracking_uri}"
             origin = reusable_run(logger, pipeline.name, found) if found else None
         if origin is not None:
             with logger.phase("reuse"):
                 return reuse_run(origin, logger, f"same key as MLflow run {origin.run_id}")
         reason = "--no-cache" if options.refresh else cache_index.explain_run_miss(options.folder, scope, key.parts)
         logger.set_tags({tags.RUN_CACHE: "computed", tags.RUN_CACHE_REASON: reason})
-        summary = self.body(pipeline, logger, base_dir)
+        summary = self.body(pipeline, logger, base_dir, data)  # type: ignore[call-arg]
         cache_index.record_run(options.folder, scope, key.value, key.parts, logger.run_id)
         return summary
 

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Optional
 
+from flows.bodies.data import PHASE, LoadedData, splits_in_run
 from tasks.steps import tabular as steps
 from tasks.cache.policy import cached_step, report_cache_use
 from tasks.train.checkpoint import Checkpointer
@@ -13,13 +14,13 @@ from tasks.tracking.logger import RunLogger
 from tasks.tracking.system_metrics import system_metrics
 
 
-def run_tabular(pipeline: ResolvedPipeline, logger: RunLogger, base_dir: Path) -> RunSummary:
-    """Run every step into `logger`'s MLflow run; returns run id, model URI, test metrics and task."""
+def run_tabular(pipeline: ResolvedPipeline, logger: RunLogger, base_dir: Path,
+                data: Optional[LoadedData] = None) -> RunSummary:
+    """Run every step into `logger`'s MLflow run, from `data` when it was loaded before the run opened; returns run
+    id, model URI, test metrics and task."""
     spec = pipeline.spec
-    loss = getattr(spec.train, "loss", None)
-    reuse: dict[str, Any] = {}  # step -> "cached"/"computed" and why, tagged on the run
-    with logger.phase("load-data"):
-        raw = cached_step(steps.load_data, reuse)(spec.data, spec.seed, base_dir, loss)
+    raw, reuse = splits_in_run(data, pipeline, logger, base_dir)  # reuse: step -> "cached"/"computed" and why
+    with logger.phase(PHASE):
         steps.log_dataset(raw, logger)
     with logger.phase("preprocess"):
         splits, scaling = cached_step(steps.preprocess, reuse)(spec.preprocess, raw, spec.data.target_scaling)

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Optional
 
+from flows.bodies.data import PHASE, LoadedData, splits_in_run
 from tasks.steps import text as steps_text
 from tasks.cache.policy import cached_step, report_cache_use
 from tasks.train.checkpoint import Checkpointer
@@ -21,19 +22,20 @@ def tokenize_config(spec: PipelineSpec) -> TokenizeConfig:
     return next((s for s in spec.preprocess if isinstance(s, TokenizeConfig)), TokenizeConfig())
 
 
-def run_text(pipeline: ResolvedPipeline, logger: RunLogger, base_dir: Path) -> RunSummary:
-    """Run every step into `logger`'s MLflow run; returns run id, model URI, test metrics and task."""
+def run_text(pipeline: ResolvedPipeline, logger: RunLogger, base_dir: Path,
+             data: Optional[LoadedData] = None) -> RunSummary:
+    """Run every step into `logger`'s MLflow run, from `data` when it was loaded before the run opened; returns run
+    id, model URI, test metrics and task."""
     spec = pipeline.spec
     tokenize = tokenize_config(spec)
-    with logger.phase("load-data"):
+    raw, reuse = splits_in_run(data, pipeline, logger, base_dir)
+    with logger.phase(PHASE):
         tokenizer = steps_text.load_tokenizer(spec.model, base_dir)
-        raw = steps_text.load_data(spec.data, spec.seed, base_dir)
         steps_text.log_dataset(raw, logger)
     with logger.phase("tokenize"):
         splits = steps_text.tokenize(raw, tokenizer, tokenize, logger)
     with logger.phase("build-model"):
         model = steps_text.build_model(spec.model, raw.classes, tokenizer, spec.seed, base_dir)
-    reuse: dict[str, Any] = {}
     checkpoint = Checkpointer(logger, getattr(spec.train, "checkpoint_every", 1),
                               min_seconds=getattr(spec.train, "checkpoint_seconds", 0.0))
     with logger.phase("train"), system_metrics(logger):

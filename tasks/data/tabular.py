@@ -19,6 +19,7 @@ def load_tabular(config: Any, seed: int, base_dir: Path, loss: str | None = None
     """Load the table of ``config`` and split it into train/validation/test with ``seed``."""
     import numpy as np
 
+    from tasks.data.checks import check_split_rows, check_training_classes
     from tasks.data.features.fitted import FittedFeatures, plan_columns
     from tasks.data.features.spec import TableColumns
     from tasks.data.features.types.base import is_missing
@@ -26,6 +27,9 @@ def load_tabular(config: Any, seed: int, base_dir: Path, loss: str | None = None
 
     features, label, class_names = config.load_frame(base_dir)
     features = features.rename(columns=str)
+    column = getattr(config, "label_column", "")  # a bundled dataset names no label column
+    if not len(label):
+        raise ConfigError.single(f"the table {config.describe()} has no rows: there is nothing to train on", ("data",))
     group = config.split.group_by
     groups = features[group] if group else None
     if group and not (isinstance(config, TableColumns) and group in (config.feature_columns() or [])):
@@ -37,8 +41,8 @@ def load_tabular(config: Any, seed: int, base_dir: Path, loss: str | None = None
     keep = ~is_missing(label)
     dropped = {"label": int((~keep).sum())}
     if not keep.any():
-        raise ConfigError.single(f"label column has no values (all {len(label)} cells are missing)",
-                                 ("data", "label_column"))
+        raise ConfigError.single(f"label column '{column}' has no values (all {len(label)} cells are missing); check "
+                                 "that `label_column` names the column to predict", ("data", "label_column"))
     for plan in plans:
         if plan.config.wants_row_dropped():
             gone = is_missing(features[plan.name]) & keep
@@ -48,13 +52,24 @@ def load_tabular(config: Any, seed: int, base_dir: Path, loss: str | None = None
     features, label = features[keep].reset_index(drop=True), label[keep].reset_index(drop=True)
     groups = groups[keep].reset_index(drop=True) if groups is not None else None
 
+    fractions = {"validation": config.split.validation, "test": config.split.test}
+    if groups is None:
+        check_split_rows(len(label), fractions, dropped=dropped)
+    else:
+        check_split_rows(groups.astype(str).nunique(), fractions, unit="group", path=("data", "split", "group_by"),
+                         subject=f"split.group_by '{group}'")
     task = resolve_task(config, label, loss)
-    y, classes = _labels(label, task, class_names)
+    y, classes = _labels(label, task, class_names, column)
     seed = seed if config.split.seed is None else config.split.seed
     index = _split(len(y), y if task == "classification" and config.split.stratify else None, groups, config.split, seed)
     if config.max_samples:
         index = {k: v[: config.max_rows(k)] for k, v in index.items()}
+    if task == "classification":
+        check_training_classes(y[index["train"]], classes, lambda: y, capped=config.max_rows("train") is not None,
+                               column=column)
     fitted = FittedFeatures.fit(plans, features.iloc[index["train"]], table)
+    if not fitted.output_names:
+        raise ConfigError.single(_no_features(plans, list(features.columns)), ("data", "features"))
     raw = {k: features.iloc[v].reset_index(drop=True) for k, v in index.items()}
     X = {k: fitted.transform(frame) for k, frame in raw.items()}
     report = {"rows": int(len(keep)), "rows_dropped": {k: v for k, v in dropped.items() if v},
@@ -64,7 +79,16 @@ def load_tabular(config: Any, seed: int, base_dir: Path, loss: str | None = None
                          raw=raw, features=fitted.to_dict(), report=report)
 
 
-def _labels(label: "pd.Series", task: str, class_names: Any) -> "tuple[np.ndarray, list[Any]]":
+def _no_features(plans: list[Any], columns: list[str]) -> str:
+    """Why no input is left for the network (every column dropped), and how to keep one."""
+    if not columns:
+        return "the table has no column besides the label (and `split.group_by`): add feature columns"
+    why = "; ".join(f"'{p.name}' ({p.reason})" for p in plans[:5]) + ("; ..." if len(plans) > 5 else "")
+    return (f"no feature is left: every column is dropped ({why}); declare the columns to keep, e.g. "
+            f"`features: {{{plans[0].name}: numeric}}` (or category), or add feature columns")
+
+
+def _labels(label: "pd.Series", task: str, class_names: Any, column: str = "") -> "tuple[np.ndarray, list[Any]]":
     """Class ids and the class values (classification), or float targets (regression)."""
     import numpy as np
     import pandas as pd
@@ -84,8 +108,9 @@ def _labels(label: "pd.Series", task: str, class_names: Any) -> "tuple[np.ndarra
         codes, uniques = pd.factorize(label, sort=True)
         classes, y = [plain(v) for v in uniques], codes.astype(np.int64)
     if len(classes) < 2:
-        raise ConfigError.single(f"label column has a single class ({classes[0]!r}); classification needs at least two",
-                                 ("data", "label_column"))
+        from tasks.data.checks import single_class_error
+
+        raise single_class_error(column, classes[0], len(label))
     return y, classes
 
 
@@ -94,23 +119,23 @@ def _split(n: int, stratify_by: "np.ndarray | None", groups: "pd.Series | None",
     import numpy as np
     from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
+    from tasks.data.checks import carve_sizes, stratifiable
+
     rows = np.arange(n)
     held_out = split.validation + split.test
-    if groups is not None:
+    if groups is not None:  # enough groups: checked by the caller (check_split_rows)
         keys = groups.astype(str).to_numpy()
-        if len(set(keys)) < 3:
-            raise ConfigError.single(f"split.group_by '{groups.name}' has {len(set(keys))} group(s): three splits "
-                                     "need at least 3", ("data", "split", "group_by"))
         train, rest = next(GroupShuffleSplit(1, test_size=held_out, random_state=seed).split(rows, groups=keys))
         val_i, test_i = next(GroupShuffleSplit(1, test_size=split.test / held_out, random_state=seed)
                              .split(rest, groups=keys[rest]))
         return {"train": rows[train], "validation": rest[val_i], "test": rest[test_i]}
-    if stratify_by is not None and np.bincount(stratify_by).min() < 3:
+    sizes = carve_sizes(n, {"validation": split.validation, "test": split.test})
+    if stratify_by is not None and not stratifiable(stratify_by, n - sizes["train"], min_per_class=3):
         stratify_by = None  # too few samples of a class to stratify three ways
     train, rest, _, y_rest = train_test_split(rows, rows if stratify_by is None else stratify_by, test_size=held_out,
                                               random_state=seed, stratify=stratify_by)
-    validation, test = train_test_split(rest, test_size=split.test / held_out, random_state=seed,
-                                        stratify=y_rest if stratify_by is not None else None)
+    second = y_rest if stratify_by is not None and stratifiable(y_rest, sizes["test"]) else None
+    validation, test = train_test_split(rest, test_size=split.test / held_out, random_state=seed, stratify=second)
     return {"train": train, "validation": validation, "test": test}
 
 

@@ -6,10 +6,12 @@ Every step is a `datasets` transform of cached Arrow files, so a rerun with the 
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from tasks.data.checks import check_split_rows, check_training_classes, single_class_error
 from tasks.data.splits import SPLITS
 from tasks.errors import ConfigError, did_you_mean
 
@@ -72,9 +74,17 @@ def check_columns(raw: Any, wanted: list[tuple[tuple, str]]) -> None:
                                        ("data",) + path) for path, c in issues])
 
 
+def _labelled(value: Any) -> bool:
+    """False for a missing label: None, NaN (a JSON `NaN`, a float column's empty cell) or -1 (the Hub's mark of an
+    unlabelled test split)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return False
+    return not (isinstance(value, int) and value < 0)
+
+
 def _drop_unlabelled(batch: dict[str, list], label_column: str) -> list[bool]:
-    """Rows with a missing label, or -1 (the Hub's mark of an unlabelled test split), are dropped."""
-    return [v is not None and not (isinstance(v, int) and v < 0) for v in batch[label_column]]
+    """Rows with a missing label (`_labelled`) are dropped."""
+    return [_labelled(v) for v in batch[label_column]]
 
 
 def _encode(batch: dict[str, list], ids: dict[str, int], label_column: str, text_columns: list[str]) -> dict[str, list]:
@@ -91,7 +101,11 @@ def class_names(raw: Any, label_column: str) -> tuple[list[str], bool]:
         return [str(n) for n in feature.names], True
     values: set[Any] = set()
     for split in raw.values():
-        values.update(v for v in split.unique(label_column) if v is not None and not (isinstance(v, int) and v < 0))
+        try:
+            found = split.unique(label_column)
+        except NotImplementedError:  # Arrow has no `unique` for a `Json` column (JSON labels of mixed types)
+            found = split[label_column]
+        values.update(v for v in found if _labelled(v))
     try:
         ordered = sorted(values)
     except TypeError:  # mixed types: order by their text
@@ -119,11 +133,12 @@ def carve(dataset: Any, fractions: dict[str, float], seed: int, stratify: bool) 
     import numpy as np
     from sklearn.model_selection import train_test_split
 
+    from tasks.data.checks import carve_sizes, stratifiable
+
     labels = np.asarray(dataset[LABEL])
     index = np.arange(len(labels))
-    strat = labels if stratify else None
-    if strat is not None and np.bincount(labels)[np.unique(labels)].min() < 3:
-        strat = None  # too few samples of a class to stratify three ways
+    sizes = carve_sizes(len(labels), fractions)
+    strat = labels if stratify and stratifiable(labels, len(labels) - sizes["train"], min_per_class=3) else None
     roles = list(fractions)
     held_out = sum(fractions.values())
     train_idx, rest_idx = train_test_split(index, test_size=held_out, random_state=seed, stratify=strat)
@@ -131,7 +146,7 @@ def carve(dataset: Any, fractions: dict[str, float], seed: int, stratify: bool) 
     if len(roles) == 1:
         out[roles[0]] = rest_idx
     else:
-        rest_strat = labels[rest_idx] if strat is not None else None
+        rest_strat = labels[rest_idx] if strat is not None and stratifiable(labels[rest_idx], sizes[roles[1]]) else None
         first, second = train_test_split(rest_idx, test_size=fractions[roles[1]] / held_out, random_state=seed,
                                          stratify=rest_strat)
         out[roles[0]], out[roles[1]] = first, second
@@ -170,18 +185,21 @@ def load_text(config: Any, seed: int, base_dir: Path) -> TextSplits:
                     remove_columns=[RAW_LABEL], desc=f"encoding labels ({split_name})")
         prepared[role] = ds
     if "train" not in prepared:
-        raise ConfigError.single("the training split has no labelled rows", ("data", "label_column"))
+        raise ConfigError.single(f"label column '{config.label_column}' has no values in the training split (every "
+                                 "row misses its label); check that `label_column` names the column to predict",
+                                 ("data", "label_column"))
     present = sorted(set(prepared["train"].unique(LABEL)))
     if len(present) < 2:
-        only = names[present[0]] if present else "none"
-        raise ConfigError.single(f"label column '{config.label_column}' has a single class ({only!r}); "
-                                 "classification needs at least two", ("data", "label_column"))
+        raise single_class_error(config.label_column, names[present[0]] if present else "none", len(prepared["train"]))
     missing = {role: getattr(config.split, role) for role in ("validation", "test") if role not in prepared}
     if missing:
+        check_split_rows(len(prepared["train"]), missing)
         split_seed = seed if getattr(config.split, "seed", None) is None else config.split.seed
         prepared.update(carve(prepared.pop("train"), missing, split_seed, config.split.stratify))
     if config.max_samples:
         prepared = {role: _first(ds, config.max_rows(role), seed, role in roles) for role, ds in prepared.items()}
+    check_training_classes(prepared["train"][LABEL], names, lambda: [i for r in SPLITS for i in prepared[r][LABEL]],
+                           capped=config.max_rows("train") is not None, column=config.label_column)
     digests = {split: split_digest(prepared[split], columns) for split in SPLITS}
     digest = hashlib.sha256(repr((digests, names)).encode()).hexdigest()[:16]
     return TextSplits(name=config.describe(), text_columns=columns, datasets={s: prepared[s] for s in SPLITS},

@@ -109,7 +109,7 @@ class TableColumns(StrictModel):
         features, label = self.select(frame)
         if is_missing(label).all():
             return [(("label_column",), f"label column '{self.label_column}' has no values (all {len(label)} cells "
-                     "are missing)")]
+                     "are missing); check that `label_column` names the column to predict")]
         group = self.group_column()
         if group and group not in (self.feature_columns() or []):
             features = features.drop(columns=[group])

@@ -58,6 +58,9 @@ class FileData(TableColumns, DataBase):
         except Exception as exc:  # noqa: BLE001 - any reader error is a config problem of this file
             return [(("path",), f"cannot read {path} as {self.source}: {exc}")]
         issues = self.column_issues([str(c) for c in frame.columns])
+        if not issues and frame.empty:
+            return [(("path",), f"{path} has no rows (only a header): there is nothing to train on; point `path` at "
+                     "a file with data rows")]
         return issues or self.table_issues(frame.rename(columns=str))
 
     def load_frame(self, base_dir: Path) -> "tuple[pd.DataFrame, pd.Series, list[Any] | None]":
