@@ -141,8 +141,8 @@ def _run_and_report(label: str, description: str, call: Any, show: Any) -> int:
     logging.getLogger("fuseflow").info(description)
     try:
         summary = call()
-    except KeyboardInterrupt:
-        print("error: interrupted; the MLflow run is marked KILLED", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:  # the run's true state: marked KILLED, or Ctrl-C came before it opened
+        print(f"error: interrupted; {_run_state(interrupt)}", file=sys.stderr)
         return 130
     except ConfigError as err:
         _print_config_error(err)

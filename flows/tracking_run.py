@@ -109,6 +109,8 @@ class RunOutcome:
         if self.status == "RUNNING":
             return (f"the MLflow run {self.run_id} could not be marked {self.wanted} ({self.problem}): it stays "
                     f"RUNNING; once the tracking server answers, {resume}")
+        if self.status == "KILLED":  # stopped from outside (Ctrl-C, SIGTERM): nothing to fix first
+            return f"the MLflow run {self.run_id} is marked KILLED; {resume}"
         return f"the MLflow run {self.run_id} is marked {self.status}; once the cause is fixed, {resume}"
 
 
@@ -193,10 +195,11 @@ def tracked_run(spec: PipelineSpec, overrides: Mapping[str, Any] | None, base_di
         client.set_terminated(run.info.run_id, "KILLED")
         log_timings(timer, logger, log)
         raise
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         close_unfinished_children(client, run.info.run_id, "KILLED", "its parent run was interrupted (Ctrl-C)")
         client.set_tag(run.info.run_id, tags.ERROR, "interrupted (Ctrl-C)")
         client.set_terminated(run.info.run_id, "KILLED")
+        interrupt.fuseflow_run = RunOutcome(run.info.run_id, "KILLED", None, spec.name, "KILLED")
         raise
     except BaseException as exc:
         if is_termination(exc):  # SIGTERM: stopped from outside, not failed

@@ -87,11 +87,17 @@ def test_keyboard_interrupt_marks_run_killed(project_dir, tracking_uri):
 
     write_pipelines(project_dir)
     spec = resolve(load_project("pipelines.yaml"), "iris-tiny").spec
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt) as raised:
         with tracked_run(spec, None, project_dir):
             raise KeyboardInterrupt
     (run,) = runs_of(tracking_uri)
     assert run.info.status == "KILLED"
+    from flows.cli import _run_state
+
+    assert _run_state(raised.value) == (f"the MLflow run {run.info.run_id} is marked KILLED; `fuseflow run iris-tiny "
+                                        "--resume` continues it from its last checkpoint")
+    # Ctrl-C while the data loads, before the run opens (data is checked first): the CLI said "marked KILLED"
+    assert _run_state(KeyboardInterrupt()) == "no MLflow run was opened"
 
 
 def test_a_store_that_fails_at_the_finished_mark_says_the_run_stays_running(project_dir, tracking_uri, monkeypatch):
