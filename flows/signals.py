@@ -37,6 +37,24 @@ def sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextlib.contextmanager
+def sigterm_handler_kept() -> Iterator[None]:
+    """Put back the SIGTERM handler a library replaced inside the block: Ray's driver (`ray.init`) installs one that
+    calls `sys.exit`, which crashed the flow run and aborted the process (exit -6) instead of ending it KILLED."""
+    try:
+        before = signal.getsignal(signal.SIGTERM)
+    except ValueError:  # pragma: no cover - not the main thread
+        before = None
+    try:
+        yield
+    finally:
+        if before is not None and signal.getsignal(signal.SIGTERM) is not before:
+            try:
+                signal.signal(signal.SIGTERM, before)
+            except ValueError:  # pragma: no cover - not the main thread: nothing was ours to keep
+                pass
+
+
 def is_termination(exc: BaseException) -> bool:
     """SIGTERM as raised here or by Prefect's flow engine (`prefect.exceptions.TerminationSignal`)."""
     if isinstance(exc, Terminated):

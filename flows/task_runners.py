@@ -102,12 +102,12 @@ def build_task_runner(config: RunnerConfig, concurrency: int, env: dict[str, str
         # `env` reaches the workers through their nannies and wins over Dask's own OMP_NUM_THREADS=1
         return DaskTaskRunner(cluster_kwargs={"n_workers": local_workers(config, concurrency), "threads_per_worker": 1, "processes": True,
                                               "dashboard_address": None, "silence_logs": 40, "env": env})
-    from prefect_ray import RayTaskRunner
+    from flows.ray_runner import SignalKeepingRayTaskRunner
 
     init = {"runtime_env": {"env_vars": env}, "include_dashboard": False, "log_to_driver": True}
     if config.address:
-        return RayTaskRunner(address=config.address, init_kwargs=init)
-    return RayTaskRunner(init_kwargs={**init, "num_cpus": local_workers(config, concurrency)})
+        return SignalKeepingRayTaskRunner(address=config.address, init_kwargs=init)
+    return SignalKeepingRayTaskRunner(init_kwargs={**init, "num_cpus": local_workers(config, concurrency)})
 
 
 def describe(config: RunnerConfig, concurrency: int) -> str:

@@ -113,14 +113,24 @@ CHILDREN_PIPELINES = {
       metric: val_loss
     runner: {type: dask, workers: 2}
 """,
+    # the same sweep on a local Ray cluster: its head (GCS, raylet) and worker processes started with the flow
+    "ray": PIPELINE + """    sweep:
+      parameters:
+        train.optimizer.lr: [0.01, 0.02, 0.03, 0.04]
+      metric: val_loss
+    runner: {type: ray, workers: 2}
+""",
 }
 
 
 @pytest.mark.parametrize("kind", sorted(CHILDREN_PIPELINES))
 def test_sigterm_stops_ddp_ranks_and_cluster_workers(kind, prefect_harness, project_dir, tracking_uri):
-    """SIGTERM while DDP ranks or Dask workers train: exit 143, no run left RUNNING, and no child process left."""
+    """SIGTERM while DDP ranks or Dask/Ray workers train: exit 143, no run left RUNNING, and no child process left."""
     import psutil
     from mlflow import MlflowClient
+
+    if kind == "ray":
+        pytest.importorskip("prefect_ray")
 
     write_pipelines(project_dir, CHILDREN_PIPELINES[kind])
     (project_dir / "slowterm.py").write_text(SLOW_LINEAR_MODULE)
