@@ -80,6 +80,26 @@ def test_failing_step_marks_runs_failed_and_exits_1(target, expected, prefect_ha
     assert _flow_run_state(run.data.tags["prefect.flow_run_id"]).is_failed()
 
 
+@pytest.mark.parametrize("store", ["unwritable-sqlite", "refused-server"])
+def test_a_store_where_no_run_can_be_created_says_so(store, prefect_harness, project_dir, monkeypatch, capsys):
+    """No run could be created at all (a read-only or unwritable store, a server that refuses): the error line says
+    `no MLflow run was opened`, never the false 'marked FAILED' the issue saw."""
+    from flows.cli import main
+
+    write_pipelines(project_dir)
+    (project_dir / "blocker").write_text("a file where the store's folder would go")
+    if store == "unwritable-sqlite":
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project_dir / 'blocker' / 'mlflow.db'}")
+    else:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # discard port: connection refused
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    assert main(["run", "iris-tiny"]) == 1
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err
+    assert "(no MLflow run was opened; traceback in " in err and "marked FAILED" not in err, err
+
+
 def test_keyboard_interrupt_marks_run_killed(project_dir, tracking_uri):
     from flows.spec.project import load_project
     from flows.spec.resolve import resolve
