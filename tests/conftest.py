@@ -40,6 +40,21 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+        _forget_services_on_closed_loops()
+
+
+def _forget_services_on_closed_loops() -> None:
+    """The harness drains Prefect's event and log workers when it stops; a worker whose event loop a test closed
+    (an `asyncio.run` that used a Prefect client) can no longer be drained, and its drain raised "Event loop is
+    closed" at the session's end (seen once the suite ran on two pytest-xdist workers, in another order). Such a
+    worker has nothing left to send: drop it before the harness stops."""
+    from prefect._internal.concurrency.services import _QueueServiceBase
+
+    with _QueueServiceBase._instance_cache_lock:
+        for key, service in list(_QueueServiceBase._instances.items()):
+            loop = getattr(service, "_loop", None)
+            if loop is not None and loop.is_closed():
+                del _QueueServiceBase._instances[key]
 
 
 @pytest.fixture
