@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import sys
+import time
 
 import pytest
 
@@ -137,9 +138,13 @@ def test_changed_epochs_from_the_form_reaches_the_mlflow_run_page(page, stack, t
         page.wait_for_url(re.compile(r".*/artifacts/artifact/[0-9a-f-]{36}.*"))
         links = page.locator(f'a[href^="{stack["mlflow"]}/"]')
         links.first.wait_for()
-        hrefs = [href for href in (links.nth(i).get_attribute("href") for i in range(links.count()))
-                 if MLFLOW_RUN_HREF.search(href or "")]
-        assert hrefs, f"no link to an MLflow run page in the artifact; links: {links.all_inner_texts()}"
+        deadline, hrefs, seen = time.monotonic() + 20, [], []
+        while not hrefs and time.monotonic() < deadline:  # the UI may render the markdown again as it polls
+            seen = links.evaluate_all("(anchors) => anchors.map((a) => a.getAttribute('href'))")
+            hrefs = [href for href in seen if MLFLOW_RUN_HREF.search(href or "")]
+            if not hrefs:
+                page.wait_for_timeout(500)
+        assert hrefs, f"no link to an MLflow run page in the artifact; hrefs: {seen}, texts: {links.all_inner_texts()}"
         experiment_id, run_id = MLFLOW_RUN_HREF.search(hrefs[0]).group(1, 2)
         page.locator(f'a[href="{hrefs[0]}"]').first.click()
         page.wait_for_url(re.compile(rf".*/runs/{run_id}.*"))
