@@ -36,13 +36,18 @@ def _wait_training(uri: str, proc: subprocess.Popen, timeout: float = 180) -> st
     """The id of the run once its first epoch is logged."""
     from mlflow import MlflowClient
 
+    from tasks.tracking.logger import prepare_store
+
+    # create the store under the lock the run takes too: a bare client here raced the run's migration of a fresh
+    # store ("Online migration expected to match one row"), which failed the run before training (seen under load)
+    prepare_store(uri)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()[0][-3000:]
         try:
             runs = MlflowClient(uri).search_runs(
                 [e.experiment_id for e in MlflowClient(uri).search_experiments()], "metrics.train_loss > -1")
-        except Exception:  # noqa: BLE001 - the store is being created
+        except Exception:  # noqa: BLE001 - no experiment yet
             runs = []
         if runs:
             return runs[0].info.run_id
