@@ -18,9 +18,8 @@ $(STAMP): pyproject.toml
 run: setup
 	$(BIN)/fuseflow run digits-mlp
 
-# one pytest worker per core (pytest-xdist); a test file stays on one worker, so its module fixtures run once
 test: setup
-	$(BIN)/python -m pytest -n auto --dist loadfile
+	$(BIN)/python -m pytest
 
 clean-results:
 	rm -rf .fuseflow mlruns
