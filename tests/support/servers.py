@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import httpx
+
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,14 +82,35 @@ def tail(log: Path | None, lines: int = 40) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log and log.exists() else ""
 
 
+class RetryingTransport(httpx.BaseTransport):
+    """An httpx transport that asks again on 503 and 429, as Prefect's own client does (PREFECT_CLIENT_MAX_RETRIES):
+    the server answers 503 when its sqlite database is busy on a loaded machine, and nothing was done."""
+
+    RETRY_STATUS = (429, 503)
+
+    def __init__(self, attempts: int = 6) -> None:
+        self.inner, self.attempts = httpx.HTTPTransport(), attempts
+
+    def handle_request(self, request: Any) -> Any:
+        for attempt in range(self.attempts):
+            response = self.inner.handle_request(request)
+            if response.status_code not in self.RETRY_STATUS or attempt == self.attempts - 1:
+                return response
+            response.read()
+            response.close()
+            time.sleep(0.5 * 2 ** attempt)
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 class Api:
     """The Prefect REST API, as the UI uses it."""
 
     def __init__(self, url: str) -> None:
-        import httpx
-
         self.url = url
-        self.http = httpx.Client(base_url=url, timeout=30)
+        self.http = httpx.Client(base_url=url, timeout=30, transport=RetryingTransport())
 
     def deployment(self, name: str) -> dict:
         response = self.http.get(f"/deployments/name/fuseflow/{name}")
@@ -95,14 +118,8 @@ class Api:
         return response.json()
 
     def create_run(self, deployment_id: str, parameters: dict) -> Any:
-        """What the UI's Custom run does; a 503 (the server's sqlite database busy on a loaded machine: nothing was
-        created) is asked again a few times, as the UI user would click again."""
-        for attempt in range(5):
-            response = self.http.post(f"/deployments/{deployment_id}/create_flow_run", json={"parameters": parameters})
-            if response.status_code != 503:
-                break
-            time.sleep(1 + attempt)
-        return response
+        """What the UI's Custom run does."""
+        return self.http.post(f"/deployments/{deployment_id}/create_flow_run", json={"parameters": parameters})
 
     def flow_run(self, run_id: str) -> dict:
         return self.http.get(f"/flow_runs/{run_id}").json()
