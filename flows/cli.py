@@ -137,8 +137,12 @@ def _run_and_report(label: str, description: str, call: Any, show: Any) -> int:
     from flows.logs import route_tracebacks_to_file
     from flows.server import PrefectServerDown
 
+    from flows.warm_client import forked_from
+
     log_file = route_tracebacks_to_file(label)
     logging.getLogger("fuseflow").info(description)
+    if forked_from:
+        logging.getLogger("fuseflow").info(forked_from)
     try:
         summary = call()
     except KeyboardInterrupt as interrupt:  # the run's true state: marked KILLED, or Ctrl-C came before it opened
@@ -315,10 +319,21 @@ def entry() -> None:
     torch, MLflow and Prefect loaded and does nothing a finished command needs."""
     import atexit
 
+    from flows.warm_client import handoff
+
+    handed_off = handoff(sys.argv[1:], _started_at())  # the project's pre-imported Python runs it, when it is up
+    if handed_off is not None:
+        sys.exit(handed_off)
     outcome: dict[str, int] = {}
     atexit.register(_leave_now, outcome)  # registered first, so it runs after every handler registered later
     outcome["code"] = main()
     sys.exit(outcome["code"])
+
+
+def _started_at() -> float:
+    from tasks.tracking.phases import process_started_at
+
+    return process_started_at()
 
 
 def _leave_now(outcome: dict[str, int]) -> None:

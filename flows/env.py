@@ -6,6 +6,7 @@ temporary server) while a CLI command runs; `environment(...)` sets any variable
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import contextmanager
 from typing import ContextManager, Iterator, Mapping
 
@@ -35,6 +36,7 @@ def environment(values: Mapping[str, str], keep_existing: bool = False) -> Itera
     for key, value in values.items():
         if not (keep_existing and saved[key] is not None):
             os.environ[key] = value
+    _refresh_prefect_settings(values)
     try:
         yield
     finally:
@@ -43,6 +45,15 @@ def environment(values: Mapping[str, str], keep_existing: bool = False) -> Itera
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+        _refresh_prefect_settings(values)
+
+
+def _refresh_prefect_settings(changed: Mapping[str, str]) -> None:
+    """Prefect reads its settings from the environment when it is imported; where it is imported already (a run
+    forked by the warm start), make it read them again so that a PREFECT_ variable set here takes effect."""
+    context = sys.modules.get("prefect.context")
+    if context is not None and any(key.startswith("PREFECT_") for key in changed):
+        context.refresh_global_settings_context()
 
 
 def quiet_defaults() -> ContextManager[None]:

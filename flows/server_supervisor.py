@@ -47,6 +47,54 @@ def server_service(paths: ServerPaths, port: int) -> Service:
     return Service("prefect server", argv, env, f"http://{HOST}:{port}/api/health", paths.log)
 
 
+class WarmStart:
+    """The project's pre-imported Python (flows/warm_start.py) beside the server: started once the server answers,
+    started again when it exits (it does when the installed packages change), given up after repeated quick
+    failures, stopped with the server. FUSEFLOW_WARM_START=0 in the first run's environment leaves it out."""
+
+    QUICK_EXIT_S = 30.0
+    MAX_QUICK_EXITS = 3
+
+    def __init__(self, paths: ServerPaths) -> None:
+        from flows.warm_client import MAX_SOCKET_PATH, SOCKET_NAME, disabled
+
+        self.socket = paths.root / SOCKET_NAME
+        self.enabled = not disabled() and len(str(self.socket)) <= MAX_SOCKET_PATH
+        self.service = Service("warm start", [sys.executable, "-m", "flows.warm_start", "--socket", str(self.socket)],
+                               {**QUIET_DEFAULTS, **os.environ}, log_path=paths.log)
+        self.started_at, self.quick_exits = 0.0, 0
+
+    @property
+    def running(self) -> bool:
+        return self.service.proc is not None and self.service.proc.poll() is None
+
+    def tend(self, server_url: str) -> None:
+        """Start it when it is not running (and the server answers); count its quick exits."""
+        if not self.enabled or self.running:
+            return
+        proc = self.service.proc
+        if proc is not None:
+            quick = time.monotonic() - self.started_at < self.QUICK_EXIT_S and proc.returncode != 0
+            self.quick_exits = self.quick_exits + 1 if quick else 0
+            if self.quick_exits >= self.MAX_QUICK_EXITS:
+                _say(f"the warm start exited {self.quick_exits} times in a row (code {proc.returncode}); runs start "
+                     "without it")
+                self.enabled = False
+                return
+        from flows.server import answers
+
+        if answers(f"{server_url}/api"):
+            self.started_at = time.monotonic()
+            self.service.start()
+            assert self.service.proc is not None
+            _say(f"warm start pid {self.service.proc.pid} on {self.socket}")
+
+    def stop(self) -> None:
+        if self.service.proc is not None:
+            stop(self.service, grace=STOP_GRACE_S)
+        self.socket.unlink(missing_ok=True)
+
+
 def _mine(state: Optional[dict[str, Any]]) -> bool:
     """True when `state` names this process as its supervisor (a newer supervisor's state is left alone)."""
     return isinstance(state, dict) and isinstance(state.get("supervisor"), dict) and \
@@ -85,6 +133,7 @@ def supervise(paths: ServerPaths, port: int, idle_s: float) -> int:
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(sig, _raise_stop)
     service = server_service(paths, port)
+    warm = WarmStart(paths)
     every = min(5.0, max(0.2, idle_s / 5))
     code = 0
     try:
@@ -94,7 +143,8 @@ def supervise(paths: ServerPaths, port: int, idle_s: float) -> int:
         _say(f"prefect server pid {service.proc.pid} on http://{HOST}:{port}; stops after "
              f"{describe_idle(idle_s / 60)} without runs")
         while True:
-            time.sleep(every)
+            time.sleep(every if warm.running or not warm.enabled else min(every, 0.5))
+            warm.tend(f"http://{HOST}:{port}")
             if service.proc.poll() is not None:
                 _say(f"the prefect server exited with code {service.proc.returncode}; cleaning up")
                 code = 1
@@ -106,6 +156,7 @@ def supervise(paths: ServerPaths, port: int, idle_s: float) -> int:
     finally:
         for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
             signal.signal(sig, signal.SIG_IGN)  # the orderly stop must not be cut short
+        warm.stop()
         with locked(paths):
             if service.proc is not None:
                 stop(service, grace=STOP_GRACE_S)

@@ -14,11 +14,23 @@ METRIC_PREFIX = "timing/"
 TABLE_FILE = "timings.json"
 
 
+#: when the command began, where that is not this process' start (a run forked by the warm start: its client's)
+_command_started_at: list[float] = []
+
+
+def set_process_started_at(seconds: float) -> None:
+    """Count this process' start-up from `seconds` (Unix time): the warm start's client started the command."""
+    _command_started_at[:] = [seconds]
+
+
 def process_started_at() -> float:
     """Unix time when this process started, so that interpreter start and imports count as start-up. On Linux from
     the process' start in clock ticks since boot and the boot-time clock (psutil's figure adds the boot time in whole
     seconds: up to a second off)."""
     import os
+
+    if _command_started_at:
+        return _command_started_at[0]
 
     try:
         with open("/proc/self/stat", encoding="ascii") as handle:
