@@ -38,6 +38,8 @@ PRELOAD = ("numpy", "pandas", "yaml", "pydantic", "rich.console", "rich.progress
            "prefect.context", "prefect.client.orchestration", "prefect.cache_policies", "prefect.artifacts",
            "sklearn.metrics", "matplotlib")
 REQUEST_TIMEOUT_S = 10.0
+#: how often the server looks whether its supervisor is still there
+PARENT_CHECK_S = 1.0
 FD_COUNT = 3
 
 #: filled in a forked child; read by `_report_exit`, registered before any preload so that it runs last at exit
@@ -107,8 +109,11 @@ class WarmServer:
     def serve(self) -> None:
         signal.set_wakeup_fd(self.wake_w)
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # wakes the select: children are reaped
+        parent = os.getppid()
         while True:
-            ready, _, _ = select.select([self.listener, self.wake_r], [], [], 30.0)
+            ready, _, _ = select.select([self.listener, self.wake_r], [], [], PARENT_CHECK_S)
+            if os.getppid() != parent:  # the supervisor is gone (killed): a new one starts its own
+                raise _Stop(f"the supervisor {parent} is gone")
             if self.wake_r in ready:
                 with contextlib.suppress(BlockingIOError):
                     os.read(self.wake_r, 512)
@@ -150,6 +155,7 @@ class WarmServer:
             if pid == 0:
                 self._become(conn, fds, request)  # never returns
             self.served += 1
+            _say(f"forked pid {pid} for `fuseflow {' '.join(request['argv'][1:])}` in {request['cwd']}")
         except (OSError, ValueError) as exc:
             _say(f"a request failed: {exc}")
             with contextlib.suppress(OSError):

@@ -1,14 +1,18 @@
 """End to end: the background Prefect server of `fuseflow run` with real processes and a real `prefect server start`
 on loopback. Two concurrent first runs start one server, a later run reuses it, `fuseflow server stop` leaves no
-process; a dead server or a killed supervisor is replaced; the idle timeout stops it.
+process; a dead server or a killed supervisor is replaced; the idle timeout stops it. Runs after the first fork from
+the warm start beside the server: they use the background server, signals reach them, and a killed client takes its
+run along (which `--resume` then continues).
 
 Every supervisor and server seen is killed by PID in the fixture's finalizer, so none outlives the session."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -24,6 +28,8 @@ from tests.support.servers import RUN_TIMEOUT, START_TIMEOUT, base_env, wait_for
 
 pytestmark = pytest.mark.e2e
 
+WARM_LISTENING = re.compile(r"fuseflow warm start (\d+): imported in .*; listening on")
+WARM_LINE = re.compile(r"Warm start: forked from the project's pre-imported Python \(pid (\d+)\)")
 LINE = re.compile(r"Prefect server: background server at (http://127\.0\.0\.1:\d+) \(UI and API; "
                   r"(started by this run|already running), pid (\d+)\)")
 
@@ -43,8 +49,8 @@ class Project:
                 "MLFLOW_TRACKING_URI": self.uri, "FUSEFLOW_LOG_DIR": str(self.folder / "logs"),
                 "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(self.folder / "prefect-results"), **extra}
 
-    def start_run(self, **extra: str) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "flows.cli", "run", "iris-tiny"], cwd=self.folder,
+    def start_run(self, *args: str, **extra: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "flows.cli", "run", "iris-tiny", *args], cwd=self.folder,
                                 env=self.env(**extra), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def finish(self, proc: subprocess.Popen) -> tuple[str, str, int]:
@@ -77,11 +83,26 @@ class Project:
     def server_log(self) -> str:
         return self.paths.log.read_text(errors="replace")[-3000:] if self.paths.log.exists() else ""
 
+    def warm_start_pid(self) -> int:
+        """The pid of the warm start listening beside the server (waited for: it starts once the server answers)."""
+        found = wait_for(lambda: WARM_LISTENING.findall(self.full_log()), START_TIMEOUT, "the warm start")
+        return int(found[-1])
+
+    def forked_pids(self) -> list[int]:
+        return [int(pid) for pid in re.findall(r"forked pid (\d+) for `fuseflow run", self.full_log())]
+
+    def full_log(self) -> str:
+        return self.paths.log.read_text(errors="replace") if self.paths.log.exists() else ""
+
     def kill_all(self) -> None:
         self.remember()
         for who in self.seen:
             if running(who):
                 os.kill(who["pid"], signal.SIGKILL)
+        for pid in [int(p) for p in WARM_LISTENING.findall(self.full_log())] + self.forked_pids():
+            with contextlib.suppress(psutil.Error):
+                if "flows.warm_start" in psutil.Process(pid).cmdline():
+                    os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")
@@ -178,3 +199,91 @@ def test_the_idle_timeout_stops_the_server(clean):
              and not running(state["server"]), 60, "the idle server to stop")
     assert time.monotonic() - began < 45
     assert "no run for 3 s: stopping the server" in project.server_log()
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_later_runs_fork_from_the_warm_start_and_use_the_background_server(clean):
+    project = clean
+    url, how, supervisor = project.finish(project.start_run())
+    assert how == "started by this run"
+    warm = project.warm_start_pid()
+    assert psutil.Process(warm).ppid() == supervisor
+    assert stat.S_IMODE(os.stat(project.paths.root / "warm.sock").st_mode) == 0o600  # it runs code as this user
+
+    import httpx
+
+    def flow_runs() -> int:
+        return httpx.post(f"{url}/api/flow_runs/count", json={}, timeout=10).json()
+
+    before, runs_before = flow_runs(), len(runs_of(project.uri))
+    concurrent = [project.start_run(), project.start_run()]
+    outputs = [proc.communicate(timeout=RUN_TIMEOUT)[0] for proc in concurrent]
+    for proc, out in zip(concurrent, outputs):
+        assert proc.returncode == 0, out + project.server_log()
+        assert WARM_LINE.search(out) and int(WARM_LINE.search(out).group(1)) == warm, out
+        assert LINE.search(out).group(2) == "already running"
+        assert "concepts/server" not in out  # Prefect's note when a run starts a temporary server of its own
+    forked = project.forked_pids()
+    assert len(forked) == 2 and warm not in forked
+    wait_for(lambda: all(gone(pid) for pid in forked), 10, "the forked runs to exit")
+    assert flow_runs() == before + 2  # on the background server, not on temporary ones
+    runs = runs_of(project.uri)
+    assert len(runs) == runs_before + 2 and all(run.info.status == "FINISHED" for run in runs)
+    assert all(run.data.metrics.get("timing/startup_s", 0) > 0 for run in runs)
+
+    assert project.cli("server", "stop").startswith("stopped the background Prefect server")
+    assert gone(warm) and not (project.paths.root / "warm.sock").exists()
+
+
+def read_until(proc: subprocess.Popen, pattern: str) -> str:
+    """The run's output up to the first line matching `pattern` (the run goes on)."""
+    seen = []
+    deadline = time.monotonic() + RUN_TIMEOUT
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            raise AssertionError("the run ended before " + pattern + ":\n" + "".join(seen))
+        seen.append(line)
+        if re.search(pattern, line):
+            return "".join(seen)
+    raise AssertionError(f"no {pattern} within {RUN_TIMEOUT} s:\n" + "".join(seen))
+
+
+def test_signals_reach_a_forked_run_and_a_killed_client_takes_it_along(clean):
+    from mlflow import MlflowClient
+
+    project = clean
+    project.finish(project.start_run())
+    project.warm_start_pid()
+    long = ("--set", "train.epochs=1500")
+
+    terminated = project.start_run(*long)  # SIGTERM to the client (docker stop): forwarded, the run is marked KILLED
+    head = read_until(terminated, r"epoch 3/1500")
+    assert WARM_LINE.search(head), head
+    terminated.send_signal(signal.SIGTERM)
+    out = head + terminated.communicate(timeout=RUN_TIMEOUT)[0]
+    assert terminated.returncode == 143 and "terminated by SIGTERM" in out, out
+    killed_run = re.search(r"MLflow run ([0-9a-f]{32})", out).group(1)
+    assert MlflowClient(project.uri).get_run(killed_run).info.status == "KILLED"
+
+    client = project.start_run(*long)  # kill -9 of the client: its forked run dies with it, left RUNNING
+    head = read_until(client, r"epoch 3/1500")
+    forked = project.forked_pids()[-1]
+    assert not gone(forked)
+    client.kill()
+    client.wait(timeout=10)
+    wait_for(lambda: gone(forked), 10, "the forked run of a killed client to die")
+    crashed = re.search(r"MLflow run ([0-9a-f]{32})", head).group(1)
+    assert MlflowClient(project.uri).get_run(crashed).info.status == "RUNNING"
+
+    resumed = project.start_run(*long, "--resume")
+    out = resumed.communicate(timeout=RUN_TIMEOUT)[0]
+    assert resumed.returncode == 0 and f"resuming MLflow run {crashed}" in out and WARM_LINE.search(out), out
+    assert MlflowClient(project.uri).get_run(crashed).info.status == "FINISHED"

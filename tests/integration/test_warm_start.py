@@ -1,0 +1,97 @@
+"""The warm start's hand-off against a real pre-imported Python (`python -m flows.warm_start`, started here without a
+supervisor): the forked command uses the client's folder, environment and stdio and returns its exit code; a client
+with other installed packages is declined and the stale server exits; another interpreter is declined."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from flows import warm_client
+from flows.warm_client import handoff, socket_path
+from tests.support.helpers import TINY_IRIS, write_pipelines
+from tests.support.servers import START_TIMEOUT, base_env, wait_for
+
+LISTENING = re.compile(r"fuseflow warm start (\d+): imported in [\d.]+ s.*; listening on")
+
+
+class WarmServer:
+    """`python -m flows.warm_start` for a project folder, its output in `warm.log`."""
+
+    def __init__(self, folder: Path) -> None:
+        self.socket = socket_path(folder)
+        self.socket.parent.mkdir(parents=True, exist_ok=True)
+        self.log = folder / "warm.log"
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "flows.warm_start", "--socket", str(self.socket)],
+                                         env=base_env(folder / "prefect-home"), stdout=out, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
+        wait_for(lambda: LISTENING.search(self.text()), START_TIMEOUT, "the warm start", self.proc, self.log)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def warm(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("warm")
+    write_pipelines(folder, TINY_IRIS)
+    server = WarmServer(folder)
+    yield folder, server
+    server.stop()
+
+
+def test_the_forked_command_runs_in_the_clients_folder_with_its_environment_and_stdio(warm, monkeypatch, capfd):
+    folder, server = warm
+    monkeypatch.chdir(folder)
+    monkeypatch.setenv("FUSEFLOW_PREFECT_SERVER", "bogus")  # read by the forked command: a config error, exit 2
+    code = handoff(["run", "iris-tiny"], time.time())  # the relative pipelines.yaml: found from the client's folder
+    assert code == 2
+    out, err = capfd.readouterr()
+    assert "FUSEFLOW_PREFECT_SERVER='bogus': expected one of: background, temporary" in err, (out, err)
+    assert re.search(r"forked pid \d+ for `fuseflow run iris-tiny` in " + re.escape(str(folder)), server.text())
+
+    monkeypatch.setenv("FUSEFLOW_PREFECT_SERVER", "temporary")
+    assert handoff(["run", "no-such-pipeline"], time.time()) == 2
+    assert "no-such-pipeline" in capfd.readouterr().err
+    assert server.text().count("forked pid") == 2 and server.proc.poll() is None
+
+
+def test_commands_that_do_not_hand_off_and_a_switched_off_warm_start_run_here(warm, monkeypatch):
+    folder, server = warm
+    monkeypatch.chdir(folder)
+    assert handoff(["validate"], time.time()) is None
+    assert handoff(["run", "--help"], time.time()) is None
+    monkeypatch.setenv(warm_client.ENV, "0")
+    assert handoff(["run", "iris-tiny"], time.time()) is None
+    monkeypatch.delenv(warm_client.ENV)
+    assert handoff(["run", "iris-tiny", "--file", str(folder / "elsewhere" / "pipelines.yaml")], time.time()) is None
+    assert "forked pid" not in server.text().split("`fuseflow run no-such-pipeline`")[-1]
+
+
+def test_another_interpreter_is_declined_and_changed_packages_retire_the_server(tmp_path, monkeypatch):
+    write_pipelines(tmp_path, TINY_IRIS)
+    server = WarmServer(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    try:
+        monkeypatch.setattr(warm_client, "code_key", lambda: "/another/python|3.11")
+        assert handoff(["run", "iris-tiny"], time.time()) is None
+        assert "declined a run: another Python interpreter" in server.text() and server.proc.poll() is None
+
+        monkeypatch.setattr(warm_client, "code_key", lambda: f"{sys.executable}|packages installed since")
+        assert handoff(["run", "iris-tiny"], time.time()) is None
+        assert server.proc.wait(timeout=30) == 0  # the supervisor starts a fresh one with the new packages
+        assert "declined a run: stale: the installed packages changed" in server.text()
+        assert not server.socket.exists()
+        assert handoff(["run", "iris-tiny"], time.time()) is None  # nothing listens: the command runs here
+    finally:
+        server.stop()
