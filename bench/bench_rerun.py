@@ -2,19 +2,25 @@
 
 Cold: `fuseflow run NAME` with an empty step cache (a fresh `FUSEFLOW_CACHE_DIR`), so every step is computed.
 Warm: the same command again on that cache, so data loading, preprocessing and training are reused and only the
-run's own work remains (its MLflow run, evaluation, the logged model). Pipelines: `digits-mlp` of the project's
+run's own work remains (its MLflow run, the reused outputs). Pipelines: `digits-mlp` of the project's
 pipelines.yaml (the default pipeline) and `digits-steady` of benchlib.PIPELINES (1024x1024, 150 epochs: ~60 s of
-training with one torch thread here), both
-against a Prefect server started here, with `--threads` torch threads. Each round is a cold run then a warm one;
-the table shows medians and warm / cold.
+training with one torch thread here), with `--threads` torch threads.
+
+`--prefect background` (the default, what a user gets): no PREFECT_API_URL, so the runs use the project's
+background server and fork from its warm start (the pre-imported Python beside it); each round also times the
+warm rerun with `FUSEFLOW_WARM_START=0` (a fresh interpreter). `--prefect server`: a `prefect server start` of
+the benchmark's own in PREFECT_API_URL (no warm start). Each round is a cold run then the warm one(s); the table
+shows medians and warm / cold.
 
     python bench/bench_rerun.py                    # 5 rounds of both pipelines: about 10 minutes here
-    python bench/bench_rerun.py --rounds 3 --pipelines digits-mlp
+    python bench/bench_rerun.py --rounds 5 --pipelines digits-mlp
 """
 from __future__ import annotations
 
 import argparse
 import tempfile
+import time
+from pathlib import Path
 
 import yaml
 
@@ -30,11 +36,22 @@ def cache_tags(tracking_uri: str, run_id: str) -> str:
     return ", ".join(f"{k.removeprefix('fuseflow.cache.')} {tags[k]}" for k in steps)
 
 
+def wait_for_warm_start(project: Path, timeout: float = 120) -> float:
+    """Seconds until the warm start beside the background server listens."""
+    began = time.monotonic()
+    while not (project / ".fuseflow" / "prefect-server" / "warm.sock").exists():
+        if time.monotonic() - began > timeout:
+            raise RuntimeError("the warm start did not come up; see .fuseflow/prefect-server/server.log")
+        time.sleep(0.2)
+    return time.monotonic() - began
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--pipelines", nargs="+", default=["digits-mlp", "digits-steady"])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--prefect", choices=["background", "server"], default="background")
     args = parser.parse_args()
 
     project = make_project()
@@ -43,30 +60,48 @@ def main() -> None:
     merged = {"defaults": default.get("defaults", {}),
               "pipelines": {"digits-mlp": default["pipelines"]["digits-mlp"], **bench_pipelines}}
     (project / "pipelines.yaml").write_text(yaml.safe_dump(merged, sort_keys=False))
-    (project / "prefect-server").mkdir()
-    server = PrefectServer(project / "prefect-server")
-    print(f"project {project}; Prefect server ready in {server.wait():.1f} s", flush=True)
-    env = {**base_env(project, server.url), "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+    server = None
+    if args.prefect == "server":
+        (project / "prefect-server").mkdir()
+        server = PrefectServer(project / "prefect-server")
+        print(f"project {project}; Prefect server ready in {server.wait():.1f} s", flush=True)
+    env = {**base_env(project, server.url if server else None), "OMP_NUM_THREADS": str(args.threads),
+           "MKL_NUM_THREADS": str(args.threads), "FUSEFLOW_PREFECT_SERVER": "background"}
+    env.pop("FUSEFLOW_WARM_START", None)
     uri = env["MLFLOW_TRACKING_URI"]
-    cold: dict[str, list[float]] = {p: [] for p in args.pipelines}
-    warm: dict[str, list[float]] = {p: [] for p in args.pipelines}
+    columns = ["cold", "warm"] + (["warm, no warm start"] if server is None else [])
+    times: dict[str, dict[str, list[float]]] = {p: {c: [] for c in columns} for p in args.pipelines}
     try:
         timed([*fuseflow_command(), "run", "iris-1ep"], project, env)  # untimed: databases, bytecode caches
+        if server is None:
+            print(f"project {project}; the warm start listened {wait_for_warm_start(project):.1f} s after the "
+                  "first run", flush=True)
         for round_no in range(args.rounds):
             for name in args.pipelines:
                 run_env = {**env, "FUSEFLOW_CACHE_DIR": tempfile.mkdtemp(prefix="cache-", dir=project)}
-                seconds, _ = timed([*fuseflow_command(), "run", name], project, run_env)
-                cold[name].append(seconds)
-                seconds, output = timed([*fuseflow_command(), "run", name], project, run_env)
-                warm[name].append(seconds)
-                print(f"round {round_no + 1} {name}: cold {cold[name][-1]:.1f} s, warm {warm[name][-1]:.1f} s "
-                      f"({cache_tags(uri, run_id_of(output))})", flush=True)
+                envs = {"cold": run_env, "warm": run_env, "warm, no warm start": {**run_env,
+                                                                                  "FUSEFLOW_WARM_START": "0"}}
+                notes = []
+                for column in columns:
+                    seconds, output = timed([*fuseflow_command(), "run", name], project, envs[column])
+                    times[name][column].append(seconds)
+                    forked = "Warm start: forked" in output
+                    notes.append(f"{column} {seconds:.1f} s{' (forked)' if forked else ''}")
+                print(f"round {round_no + 1} {name}: {', '.join(notes)} ({cache_tags(uri, run_id_of(output))})",
+                      flush=True)
     finally:
-        server.stop()
-    rows = [[name, f"{median(cold[name]):.1f}", f"{median(warm[name]):.1f}",
-             f"{median(warm[name]) / median(cold[name]):.3f}"] for name in args.pipelines]
-    print_table(f"Warm rerun vs cold run (Prefect server, {args.threads} torch thread(s)); medians of "
-                f"{args.rounds} rounds", ["pipeline", "cold s", "warm s", "warm / cold"], rows)
+        if server is not None:
+            server.stop()
+        else:
+            timed([*fuseflow_command(), "server", "stop"], project, env)
+    rows = []
+    for name in args.pipelines:
+        cold = median(times[name]["cold"])
+        rows.append([name] + [f"{median(times[name][c]):.2f}" for c in columns] +
+                    [f"{median(times[name][c]) / cold:.3f}" for c in columns[1:]])
+    where = "background server with its warm start" if server is None else "a Prefect server in PREFECT_API_URL"
+    print_table(f"Warm rerun vs cold run ({where}, {args.threads} torch thread(s)); medians of {args.rounds} rounds",
+                ["pipeline"] + [f"{c} s" for c in columns] + [f"{c} / cold" for c in columns[1:]], rows)
 
 
 if __name__ == "__main__":

@@ -30,13 +30,20 @@ from typing import Any, Optional, Sequence
 
 from flows.warm_client import code_key, read_message, send_message
 
-#: what every run imports and a fork can share; not torch (its thread pools must not cross a fork) and not
-#: fuseflow's own modules (they may change between runs)
+#: what every run imports and a fork can share; not torch (its thread pools must not cross a fork), not matplotlib
+#: (it reads its rc files and backend from the environment at import) and not fuseflow's own modules (they may
+#: change between runs)
 PRELOAD = ("numpy", "pandas", "yaml", "pydantic", "rich.console", "rich.progress", "rich.table", "sqlalchemy",
            "sqlalchemy.orm", "fastapi", "httpx", "mlflow", "mlflow.tracking", "mlflow.artifacts",
            "mlflow.store.tracking.sqlalchemy_store", "mlflow.pyfunc", "prefect", "prefect.flows", "prefect.tasks",
            "prefect.context", "prefect.client.orchestration", "prefect.cache_policies", "prefect.artifacts",
-           "sklearn.metrics", "matplotlib")
+           "sklearn.metrics")
+#: what the interpreter or a preloaded library reads once, at start-up or import (hash seed, warnings, locale,
+#: BLAS threads): a run whose value differs from this server's is declined and starts the usual way
+STARTUP_ENV = ("PYTHONHASHSEED", "PYTHONWARNINGS", "PYTHONOPTIMIZE", "PYTHONDEVMODE", "PYTHONUTF8",
+               "PYTHONFAULTHANDLER", "PYTHONTRACEMALLOC", "PYTHONINTMAXSTRDIGITS", "PYTHONNOUSERSITE",
+               "PYTHONSAFEPATH", "LANG", "LC_ALL", "LC_CTYPE", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+               "MKL_NUM_THREADS", "NUMEXPR_MAX_THREADS")
 REQUEST_TIMEOUT_S = 10.0
 #: how often the server looks whether its supervisor is still there
 PARENT_CHECK_S = 1.0
@@ -174,6 +181,10 @@ class WarmServer:
             same_python = str(request.get("key", "")).split("|", 1)[0] == sys.executable
             return ("stale: the installed packages changed since it started" if same_python else
                     "another Python interpreter")
+        env = request.get("env") if isinstance(request.get("env"), dict) else {}
+        differ = [name for name in STARTUP_ENV if env.get(name) != os.environ.get(name)]
+        if differ:
+            return f"it started with other {', '.join(differ)}"
         if threading.active_count() != 1:  # a fork copies one thread: never fork with others running
             return f"{threading.active_count()} threads are running here"
         return None

@@ -1,6 +1,7 @@
 """The warm start's hand-off against a real pre-imported Python (`python -m flows.warm_start`, started here without a
 supervisor): the forked command uses the client's folder, environment and stdio and returns its exit code; a client
-with other installed packages is declined and the stale server exits; another interpreter is declined."""
+with other installed packages is declined and the stale server exits; another interpreter, or other start-up
+settings (hash seed, locale, BLAS threads), are declined."""
 from __future__ import annotations
 
 import re
@@ -76,6 +77,16 @@ def test_commands_that_do_not_hand_off_and_a_switched_off_warm_start_run_here(wa
     monkeypatch.delenv(warm_client.ENV)
     assert handoff(["run", "iris-tiny", "--file", str(folder / "elsewhere" / "pipelines.yaml")], time.time()) is None
     assert "forked pid" not in server.text().split("`fuseflow run no-such-pipeline`")[-1]
+
+
+def test_a_client_with_other_start_up_settings_is_declined(warm, monkeypatch, capfd):
+    folder, server = warm
+    monkeypatch.chdir(folder)
+    monkeypatch.setenv("PYTHONHASHSEED", "12345")  # a fork would keep the server's string hashes
+    monkeypatch.setenv("FUSEFLOW_PREFECT_SERVER", "bogus")
+    assert handoff(["run", "iris-tiny"], time.time()) is None
+    assert "declined a run: it started with other PYTHONHASHSEED" in server.text() and server.proc.poll() is None
+    assert "bogus" not in capfd.readouterr().err  # nothing of the command ran there
 
 
 def test_another_interpreter_is_declined_and_changed_packages_retire_the_server(tmp_path, monkeypatch):
