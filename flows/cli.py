@@ -319,9 +319,7 @@ def entry() -> None:
     torch, MLflow and Prefect loaded and does nothing a finished command needs."""
     import atexit
 
-    from flows.warm_client import handoff
-
-    handed_off = handoff(sys.argv[1:], _started_at())  # the project's pre-imported Python runs it, when it is up
+    handed_off = warm_start_handoff(sys.argv[1:])  # the project's pre-imported Python runs it, when it is up
     if handed_off is not None:
         sys.exit(handed_off)
     outcome: dict[str, int] = {}
@@ -330,10 +328,29 @@ def entry() -> None:
     sys.exit(outcome["code"])
 
 
-def _started_at() -> float:
+#: the commands handed to the warm start (flows/warm_client.py): they import the whole stack; the others are quick
+WARM_COMMANDS = ("run",)
+
+
+def warm_start_handoff(argv: Sequence[str]) -> int | None:
+    """The exit code of `argv` run by the project's pre-imported Python; None when it is not handed off (another
+    command, a usage error or --help, no warm start up): then this process runs it."""
+    if not argv or argv[0] not in WARM_COMMANDS:
+        return None
+    import contextlib
+    import io
+
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            args = build_parser().parse_args(list(argv))
+    except SystemExit:  # --help, a usage error: `main` prints it, in this process
+        return None
+    from pathlib import Path
+
+    from flows.warm_client import handoff
     from tasks.tracking.phases import process_started_at
 
-    return process_started_at()
+    return handoff(argv, Path(args.file).parent, process_started_at())
 
 
 def _leave_now(outcome: dict[str, int]) -> None:

@@ -30,7 +30,16 @@ def status_lines(project_dir: Path | str) -> list[str]:
             f"started {state.get('started_at', '?')}",
             f"runs using it now: {len(leases)}" + (f" (pids {', '.join(map(str, leases))})" if leases else "")
             + f"; idle {describe_idle(idle_s / 60)} (it stops after {describe_idle(minutes)} idle)",
-            f"log: {state.get('log')}; state: {paths.state}"]
+            _warm_start_line(paths), f"log: {state.get('log')}; state: {paths.state}"]
+
+
+def _warm_start_line(paths: ServerPaths) -> str:
+    from flows.warm_client import SOCKET_NAME
+
+    socket = paths.root / SOCKET_NAME
+    if socket.exists():
+        return f"warm start: listening on {socket} (runs fork from it)"
+    return "warm start: none (it starts once the server answers; FUSEFLOW_WARM_START=0 turns it off)"
 
 
 def stop_server(project_dir: Path | str) -> str:

@@ -31,8 +31,6 @@ CONNECT_TIMEOUT_S = 2.0
 #: the pre-imported Python answers within milliseconds; on a loaded machine, allow it a few seconds
 ANSWER_TIMEOUT_S = 15.0
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
-#: the commands that hand off: they import the whole stack; the others are quick anyway
-WARM_COMMANDS = ("run",)
 
 #: set in a forked run: the line its log shows (which process it came from); None in a fresh interpreter
 forked_from: Optional[str] = None
@@ -72,28 +70,11 @@ def read_message(stream: Any) -> Optional[dict[str, Any]]:
     return json.loads(line) if line else None
 
 
-def _project_dir(argv: Sequence[str]) -> Optional[str]:
-    """The folder of the command's pipelines file, when the command is one that hands off; None otherwise (and on
-    anything argparse would refuse: the command then reports it itself)."""
-    if not argv or argv[0] not in WARM_COMMANDS:
-        return None
-    from flows.cli import build_parser
-
-    try:
-        args = build_parser().parse_args(list(argv))
-    except SystemExit:  # --help, a usage error: the fresh interpreter prints it
-        return None
-    return str(Path(args.file).parent)
-
-
-def handoff(argv: Sequence[str], started_at: float) -> Optional[int]:
-    """Run the command `argv` in the project's pre-imported Python and return its exit code; None when there is no
-    such Python (or it declined): the caller then runs the command itself. `started_at`: when this process started
-    (the run's `startup` phase counts from it)."""
+def handoff(argv: Sequence[str], project_dir: Path | str, started_at: float) -> Optional[int]:
+    """Run the command `argv` (of the project in `project_dir`) in the project's pre-imported Python and return its
+    exit code; None when there is no such Python (or it declined): the caller then runs the command itself.
+    `started_at`: when this process started (the run's `startup` phase counts from it)."""
     if disabled():
-        return None
-    project_dir = _project_dir(argv)
-    if project_dir is None:
         return None
     path = socket_path(project_dir)
     if len(str(path)) > MAX_SOCKET_PATH or not path.exists():

@@ -237,6 +237,7 @@ def test_later_runs_fork_from_the_warm_start_and_use_the_background_server(clean
     assert len(runs) == runs_before + 2 and all(run.info.status == "FINISHED" for run in runs)
     assert all(run.data.metrics.get("timing/startup_s", 0) > 0 for run in runs)
 
+    assert f"warm start: listening on {project.paths.root / 'warm.sock'}" in project.cli("server", "status")
     assert project.cli("server", "stop").startswith("stopped the background Prefect server")
     assert gone(warm) and not (project.paths.root / "warm.sock").exists()
 

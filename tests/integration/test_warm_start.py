@@ -7,13 +7,13 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from flows import warm_client
-from flows.warm_client import handoff, socket_path
+from flows.cli import warm_start_handoff
+from flows.warm_client import socket_path
 from tests.support.helpers import TINY_IRIS, write_pipelines
 from tests.support.servers import START_TIMEOUT, base_env, wait_for
 
@@ -55,27 +55,27 @@ def test_the_forked_command_runs_in_the_clients_folder_with_its_environment_and_
     folder, server = warm
     monkeypatch.chdir(folder)
     monkeypatch.setenv("FUSEFLOW_PREFECT_SERVER", "bogus")  # read by the forked command: a config error, exit 2
-    code = handoff(["run", "iris-tiny"], time.time())  # the relative pipelines.yaml: found from the client's folder
+    code = warm_start_handoff(["run", "iris-tiny"])  # the relative pipelines.yaml: found from the client's folder
     assert code == 2
     out, err = capfd.readouterr()
     assert "FUSEFLOW_PREFECT_SERVER='bogus': expected one of: background, temporary" in err, (out, err)
     assert re.search(r"forked pid \d+ for `fuseflow run iris-tiny` in " + re.escape(str(folder)), server.text())
 
     monkeypatch.setenv("FUSEFLOW_PREFECT_SERVER", "temporary")
-    assert handoff(["run", "no-such-pipeline"], time.time()) == 2
+    assert warm_start_handoff(["run", "no-such-pipeline"]) == 2
     assert "no-such-pipeline" in capfd.readouterr().err
     assert server.text().count("forked pid") == 2 and server.proc.poll() is None
 
 
-def test_commands_that_do_not_hand_off_and_a_switched_off_warm_start_run_here(warm, monkeypatch):
+def test_commands_that_do_not_hand_off_and_a_switched_offwarm_start_handoff_run_here(warm, monkeypatch):
     folder, server = warm
     monkeypatch.chdir(folder)
-    assert handoff(["validate"], time.time()) is None
-    assert handoff(["run", "--help"], time.time()) is None
+    assert warm_start_handoff(["validate"]) is None
+    assert warm_start_handoff(["run", "--help"]) is None
     monkeypatch.setenv(warm_client.ENV, "0")
-    assert handoff(["run", "iris-tiny"], time.time()) is None
+    assert warm_start_handoff(["run", "iris-tiny"]) is None
     monkeypatch.delenv(warm_client.ENV)
-    assert handoff(["run", "iris-tiny", "--file", str(folder / "elsewhere" / "pipelines.yaml")], time.time()) is None
+    assert warm_start_handoff(["run", "iris-tiny", "--file", str(folder / "elsewhere" / "pipelines.yaml")]) is None
     assert "forked pid" not in server.text().split("`fuseflow run no-such-pipeline`")[-1]
 
 
@@ -84,7 +84,7 @@ def test_a_client_with_other_start_up_settings_is_declined(warm, monkeypatch, ca
     monkeypatch.chdir(folder)
     monkeypatch.setenv("PYTHONHASHSEED", "12345")  # a fork would keep the server's string hashes
     monkeypatch.setenv("FUSEFLOW_PREFECT_SERVER", "bogus")
-    assert handoff(["run", "iris-tiny"], time.time()) is None
+    assert warm_start_handoff(["run", "iris-tiny"]) is None
     assert "declined a run: it started with other PYTHONHASHSEED" in server.text() and server.proc.poll() is None
     assert "bogus" not in capfd.readouterr().err  # nothing of the command ran there
 
@@ -95,14 +95,14 @@ def test_another_interpreter_is_declined_and_changed_packages_retire_the_server(
     monkeypatch.chdir(tmp_path)
     try:
         monkeypatch.setattr(warm_client, "code_key", lambda: "/another/python|3.11")
-        assert handoff(["run", "iris-tiny"], time.time()) is None
+        assert warm_start_handoff(["run", "iris-tiny"]) is None
         assert "declined a run: another Python interpreter" in server.text() and server.proc.poll() is None
 
         monkeypatch.setattr(warm_client, "code_key", lambda: f"{sys.executable}|packages installed since")
-        assert handoff(["run", "iris-tiny"], time.time()) is None
+        assert warm_start_handoff(["run", "iris-tiny"]) is None
         assert server.proc.wait(timeout=30) == 0  # the supervisor starts a fresh one with the new packages
         assert "declined a run: stale: the installed packages changed" in server.text()
         assert not server.socket.exists()
-        assert handoff(["run", "iris-tiny"], time.time()) is None  # nothing listens: the command runs here
+        assert warm_start_handoff(["run", "iris-tiny"]) is None  # nothing listens: the command runs here
     finally:
         server.stop()
