@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import socket
+import struct
 import sys
 import sysconfig
 from pathlib import Path
@@ -37,8 +38,10 @@ forked_from: Optional[str] = None
 
 
 def disabled() -> bool:
-    """True when FUSEFLOW_WARM_START turns the warm start off."""
-    return os.environ.get(ENV, "").strip().lower() in ("0", "off", "false", "no")
+    """True when FUSEFLOW_WARM_START turns the warm start off, or this system lacks what it needs (fork, Unix
+    sockets with the peer's credentials: Linux)."""
+    supported = hasattr(os, "fork") and hasattr(socket, "AF_UNIX") and hasattr(socket, "SO_PEERCRED")
+    return not supported or os.environ.get(ENV, "").strip().lower() in ("0", "off", "false", "no")
 
 
 def socket_path(project_dir: Path | str) -> Path:
@@ -57,6 +60,12 @@ def code_key() -> str:
         except OSError:
             parts.append(f"{folder}:-")
     return "|".join(parts)
+
+
+def peer_uid(sock: socket.socket) -> int:
+    """The user id of the process at the other end of a connected Unix socket (SO_PEERCRED, Linux)."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return int(struct.unpack("3i", creds)[1])
 
 
 def send_message(sock: socket.socket, message: dict[str, Any]) -> None:
@@ -83,6 +92,9 @@ def handoff(argv: Sequence[str], project_dir: Path | str, started_at: float) -> 
     try:
         sock.settimeout(CONNECT_TIMEOUT_S)
         sock.connect(str(path))
+        if peer_uid(sock) != os.getuid():  # a socket planted by another user would get this environment
+            sock.close()
+            return None
         sock.settimeout(ANSWER_TIMEOUT_S)
         sock.sendmsg([b"F"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [0, 1, 2]))])
         send_message(sock, {"key": code_key(), "argv": list(sys.argv[:1]) + list(argv), "cwd": os.getcwd(),

@@ -21,14 +21,13 @@ import os
 import select
 import signal
 import socket
-import struct
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from flows.warm_client import code_key, read_message, send_message
+from flows.warm_client import code_key, peer_uid, read_message, send_message
 
 #: what every run imports and a fork can share; not torch (its thread pools must not cross a fork), not matplotlib
 #: (it reads its rc files and backend from the environment at import) and not fuseflow's own modules (they may
@@ -142,7 +141,7 @@ class WarmServer:
     def _handle(self, conn: socket.socket) -> None:
         conn.settimeout(REQUEST_TIMEOUT_S)
         try:
-            uid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))[1]
+            uid = peer_uid(conn)
             fds = _receive_fds(conn)
         except (OSError, ValueError) as exc:
             _say(f"a request failed before it was read: {exc}")

@@ -4,9 +4,15 @@ with other installed packages is declined and the stale server exits; another in
 settings (hash seed, locale, BLAS threads), are declined."""
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import signal
+import socket
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -106,3 +112,50 @@ def test_another_interpreter_is_declined_and_changed_packages_retire_the_server(
         assert warm_start_handoff(["run", "iris-tiny"]) is None  # nothing listens: the command runs here
     finally:
         server.stop()
+
+
+def _listen_as_nobody(path: Path, received: Path, ready_w: int) -> None:
+    """In a forked child: become user 65534, listen on `path`, record every byte a client sends."""
+    try:
+        os.setgid(65534)
+        os.setuid(65534)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(str(path))
+        sock.listen(1)
+        os.write(ready_w, b"1")
+        conn, _ = sock.accept()
+        data = b""
+        while chunk := conn.recv(65536):
+            data += chunk
+        received.write_bytes(data)
+    finally:
+        os._exit(0)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to listen as another user")
+def test_a_socket_of_another_user_gets_nothing(monkeypatch):
+    folder = Path(tempfile.mkdtemp(prefix="fuseflow-planted-"))  # pytest's own folders are closed to other users
+    write_pipelines(folder, TINY_IRIS)
+    path = socket_path(folder)
+    path.parent.mkdir(parents=True)
+    for each in (folder, path.parent.parent, path.parent):
+        os.chmod(each, 0o777)
+    received = folder / "received"
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        _listen_as_nobody(path, received, ready_w)
+    try:
+        assert os.read(ready_r, 1) == b"1"
+        monkeypatch.chdir(folder)
+        monkeypatch.setenv("FUSEFLOW_SECRET_TOKEN", "do-not-send")
+        assert warm_start_handoff(["run", "iris-tiny"]) is None
+        assert os.waitpid(pid, 0)[1] == 0
+        assert received.read_bytes() == b""  # not one byte: no environment, no file descriptors
+    finally:
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        for fd in (ready_r, ready_w):
+            os.close(fd)
+        shutil.rmtree(folder, ignore_errors=True)
