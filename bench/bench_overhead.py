@@ -2,13 +2,14 @@
 
 A 1-epoch iris MLP (`iris-1ep` of benchlib.PIPELINES), run as `fuseflow run iris-1ep --no-cache` (every step
 computed, as the bare script does) against a Prefect server started here; the same with no server configured
-(the default: the project's background Prefect server, started by the first run and reused by the others); the
+(the default: the project's background Prefect server, started by the first run and reused by the others, which
+fork from its warm start); the
 same with `FUSEFLOW_PREFECT_SERVER=temporary` (Prefect's temporary server for each run, the default before);
 and `bench/bare_train.py` with the same settings. Each is a fresh process, timed from start to exit; they are
 interleaved in rotating order for `--rounds` rounds after one untimed warm-up of each (it creates the databases;
 the warm-up of the no-server variant is the run that starts the background server, and its time is printed).
 The table shows medians of wall-clock time and of CPU time (user + system of the process
-and its children; the Prefect server's own CPU is not counted).
+and its children; the Prefect server's own CPU is not counted, nor a forked run's: it is the warm start's child).
 
     python bench/bench_overhead.py              # 5 rounds, about 3 minutes here
     python bench/bench_overhead.py --rounds 7
@@ -19,7 +20,8 @@ import argparse
 import resource
 import sys
 
-from benchlib import BARE, PrefectServer, base_env, fuseflow_command, make_project, median, print_table, timed
+from benchlib import (BARE, PrefectServer, base_env, fuseflow_command, make_project, median, print_table, timed,
+                      wait_for_warm_start)
 
 BARE_ARGS = ["--dataset", "iris", "--hidden", "16", "--epochs", "1", "--batch-size", "16", "--lr", "0.001",
              "--seed", "42", "--experiment", "iris-1ep"]
@@ -54,7 +56,8 @@ def main() -> None:
         for name, (argv, env) in variants.items():  # warm-up: databases, bytecode caches, the background server
             seconds, _ = timed(argv, project, env)
             if "background" in name:
-                print(f"first run with no server (starts the background server): {seconds:.2f} s", flush=True)
+                print(f"first run with no server (starts the background server): {seconds:.2f} s; its warm start "
+                      f"listened {wait_for_warm_start(project):.1f} s later", flush=True)
         names = list(variants)
         for round_no in range(args.rounds):
             order = names[round_no % len(names):] + names[:round_no % len(names)]

@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
-from pathlib import Path
 
 import yaml
 
 from benchlib import (ROOT, PrefectServer, base_env, fuseflow_command, make_project, median, print_table, run_id_of,
-                      timed)
+                      timed, wait_for_warm_start)
 
 
 def cache_tags(tracking_uri: str, run_id: str) -> str:
@@ -34,16 +32,6 @@ def cache_tags(tracking_uri: str, run_id: str) -> str:
     tags = MlflowClient(tracking_uri).get_run(run_id).data.tags
     steps = sorted(k for k in tags if k.startswith("fuseflow.cache.") and not k.endswith(".reason"))
     return ", ".join(f"{k.removeprefix('fuseflow.cache.')} {tags[k]}" for k in steps)
-
-
-def wait_for_warm_start(project: Path, timeout: float = 120) -> float:
-    """Seconds until the warm start beside the background server listens."""
-    began = time.monotonic()
-    while not (project / ".fuseflow" / "prefect-server" / "warm.sock").exists():
-        if time.monotonic() - began > timeout:
-            raise RuntimeError("the warm start did not come up; see .fuseflow/prefect-server/server.log")
-        time.sleep(0.2)
-    return time.monotonic() - began
 
 
 def main() -> None:

@@ -118,6 +118,16 @@ def timed(argv: Sequence[str], cwd: Path, env: dict[str, str]) -> tuple[float, s
     return seconds, done.stdout + done.stderr
 
 
+def wait_for_warm_start(project: Path, timeout: float = 120) -> float:
+    """Seconds until the warm start beside the background server listens."""
+    began = time.monotonic()
+    while not (project / ".fuseflow" / "prefect-server" / "warm.sock").exists():
+        if time.monotonic() - began > timeout:
+            raise RuntimeError("the warm start did not come up; see .fuseflow/prefect-server/server.log")
+        time.sleep(0.2)
+    return time.monotonic() - began
+
+
 def run_id_of(output: str) -> str:
     """The MLflow run id printed by `fuseflow run` ("MLflow run id: ...") or by bare_train.py (JSON)."""
     if "MLflow run id: " in output:
