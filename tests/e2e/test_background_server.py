@@ -209,6 +209,8 @@ def gone(pid: int) -> bool:
 
 
 def test_later_runs_fork_from_the_warm_start_and_use_the_background_server(clean):
+    from mlflow import MlflowClient
+
     project = clean
     url, how, supervisor = project.finish(project.start_run())
     assert how == "started by this run"
@@ -236,6 +238,15 @@ def test_later_runs_fork_from_the_warm_start_and_use_the_background_server(clean
     runs = runs_of(project.uri)
     assert len(runs) == runs_before + 2 and all(run.info.status == "FINISHED" for run in runs)
     assert all(run.data.metrics.get("timing/startup_s", 0) > 0 for run in runs)
+
+    metrics = []  # the same seed gives the same model, forked or fresh
+    for extra in ({}, {"FUSEFLOW_WARM_START": "0"}):
+        out = project.start_run("--no-cache", **extra).communicate(timeout=RUN_TIMEOUT)[0]
+        assert bool(WARM_LINE.search(out)) == (not extra), out
+        run_id = re.search(r"MLflow run id: ([0-9a-f]{32})", out).group(1)
+        metrics.append({k: v for k, v in MlflowClient(project.uri).get_run(run_id).data.metrics.items()
+                        if k.startswith("test_")})
+    assert metrics[0] and metrics[0] == metrics[1]
 
     assert f"warm start: listening on {project.paths.root / 'warm.sock'}" in project.cli("server", "status")
     assert project.cli("server", "stop").startswith("stopped the background Prefect server")
