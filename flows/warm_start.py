@@ -47,6 +47,9 @@ REQUEST_TIMEOUT_S = 10.0
 #: how often the server looks whether its supervisor is still there
 PARENT_CHECK_S = 1.0
 FD_COUNT = 3
+#: what a client sends (flows/warm_client.py `handoff`), with its types
+REQUEST_FIELDS = {"key": str, "argv": list, "cwd": str, "env": dict, "umask": int, "sys_path": list,
+                  "started_at": (int, float)}
 
 #: filled in a forked child; read by `_report_exit`, registered before any preload so that it runs last at exit
 _exit_report: dict[str, Any] = {}
@@ -174,14 +177,14 @@ class WarmServer:
     def _refusal(self, uid: int, fds: list[int], request: Optional[dict[str, Any]]) -> Optional[str]:
         if uid != os.getuid():
             return f"uid {uid} is not this server's"
-        if len(fds) != FD_COUNT or not isinstance(request, dict):
+        if len(fds) != FD_COUNT or not isinstance(request, dict) or \
+                any(not isinstance(request.get(key), kind) for key, kind in REQUEST_FIELDS.items()):
             return "a malformed request"
         if request.get("key") != self.key:
             same_python = str(request.get("key", "")).split("|", 1)[0] == sys.executable
             return ("stale: the installed packages changed since it started" if same_python else
                     "another Python interpreter")
-        env = request.get("env") if isinstance(request.get("env"), dict) else {}
-        differ = [name for name in STARTUP_ENV if env.get(name) != os.environ.get(name)]
+        differ = [name for name in STARTUP_ENV if request["env"].get(name) != os.environ.get(name)]
         if differ:
             return f"it started with other {', '.join(differ)}"
         if threading.active_count() != 1:  # a fork copies one thread: never fork with others running

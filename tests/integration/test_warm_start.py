@@ -4,7 +4,9 @@ with other installed packages is declined and the stale server exits; another in
 settings (hash seed, locale, BLAS threads), are declined."""
 from __future__ import annotations
 
+import array
 import contextlib
+import json
 import os
 import re
 import signal
@@ -93,6 +95,24 @@ def test_a_client_with_other_start_up_settings_is_declined(warm, monkeypatch, ca
     assert warm_start_handoff(["run", "iris-tiny"]) is None
     assert "declined a run: it started with other PYTHONHASHSEED" in server.text() and server.proc.poll() is None
     assert "bogus" not in capfd.readouterr().err  # nothing of the command ran there
+
+
+def test_a_malformed_request_is_declined_and_the_server_goes_on(warm):
+    folder, server = warm
+    from flows.warm_start import STARTUP_ENV
+
+    startup = {name: os.environ[name] for name in STARTUP_ENV if name in os.environ}
+    accepted_but_no_argv = json.dumps({"key": warm_client.code_key(), "env": startup}).encode() + b"\n"
+    for request in (b"not json\n", accepted_but_no_argv, b"[1, 2]\n"):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(30)
+            sock.connect(str(server.socket))
+            sock.sendmsg([b"F"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [0, 1, 2]))])
+            sock.sendall(request)
+            answer = sock.makefile("rb").readline()
+        assert b"refused" in answer, answer
+    assert server.proc.poll() is None and server.text().count("a malformed request") == 2
+    assert "a request failed: " in server.text()  # the line that is not JSON
 
 
 def test_another_interpreter_is_declined_and_changed_packages_retire_the_server(tmp_path, monkeypatch):
