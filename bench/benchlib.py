@@ -121,7 +121,9 @@ def timed(argv: Sequence[str], cwd: Path, env: dict[str, str]) -> tuple[float, s
 def wait_for_warm_start(project: Path, timeout: float = 120) -> float:
     """Seconds until the warm start beside the background server listens."""
     began = time.monotonic()
-    while not (project / ".fuseflow" / "prefect-server" / "warm.sock").exists():
+    from flows.warm_client import socket_path
+
+    while not socket_path(project).exists():
         if time.monotonic() - began > timeout:
             raise RuntimeError("the warm start did not come up; see .fuseflow/prefect-server/server.log")
         time.sleep(0.2)

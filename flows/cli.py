@@ -136,7 +136,6 @@ def _run_and_report(label: str, description: str, call: Any, show: Any) -> int:
 
     from flows.logs import route_tracebacks_to_file
     from flows.server import PrefectServerDown
-
     from flows.warm_client import forked_from
 
     log_file = route_tracebacks_to_file(label)

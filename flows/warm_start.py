@@ -180,8 +180,8 @@ class WarmServer:
         if len(fds) != FD_COUNT or not isinstance(request, dict) or \
                 any(not isinstance(request.get(key), kind) for key, kind in REQUEST_FIELDS.items()):
             return "a malformed request"
-        if request.get("key") != self.key:
-            same_python = str(request.get("key", "")).split("|", 1)[0] == sys.executable
+        if request["key"] != self.key:
+            same_python = request["key"].split("|", 1)[0] == sys.executable
             return ("stale: the installed packages changed since it started" if same_python else
                     "another Python interpreter")
         differ = [name for name in STARTUP_ENV if request["env"].get(name) != os.environ.get(name)]
@@ -328,6 +328,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if os.getpid() == server.pid:
             server.close()
     return 0
+
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
