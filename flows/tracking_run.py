@@ -139,6 +139,19 @@ def experiment_id(client: Any, name: str, uri: str) -> str:
         return found.experiment_id
 
 
+def log_opening(logger: RunLogger, spec: PipelineSpec, overrides: Mapping[str, Any] | None,
+                previous: Any = None) -> None:
+    """Log the run's params and pipeline.yaml. A resumed run (`previous`) gets only what it lacks: the run it
+    continues may have stopped while opening (its tracking server gone mid-way), and MLflow params cannot change."""
+    config = resolved_config(spec)
+    params = flatten({k: v for k, v in config.items() if k not in ("description", "tags", "ui")})
+    params.update({f"override.{k}": v for k, v in (overrides or {}).items()})
+    logged = dict(previous.data.params) if previous is not None else {}
+    logger.log_params({k: v for k, v in params.items() if k[:250] not in logged})
+    if previous is None or "pipeline.yaml" not in {f.path for f in logger.client.list_artifacts(logger.run_id)}:
+        logger.log_text(yaml.safe_dump({"pipelines": {spec.name: config}}, sort_keys=False), "pipeline.yaml")
+
+
 @contextmanager
 def tracked_run(spec: PipelineSpec, overrides: Mapping[str, Any] | None, base_dir: Path,
                 parent_run_id: str | None = None, extra_tags: Mapping[str, Any] | None = None,
@@ -179,12 +192,7 @@ def tracked_run(spec: PipelineSpec, overrides: Mapping[str, Any] | None, base_di
     logger = RunLogger(run.info.run_id, uri)
     logger.phases = timer
     try:
-        if previous is None:  # a resumed run has its params and pipeline.yaml already
-            config = resolved_config(spec)
-            logger.log_params(flatten({k: v for k, v in config.items() if k not in ("description", "tags", "ui")}))
-            logger.log_text(yaml.safe_dump({"pipelines": {spec.name: config}}, sort_keys=False), "pipeline.yaml")
-            if overrides:
-                logger.log_params({f"override.{k}": v for k, v in overrides.items()})
+        log_opening(logger, spec, overrides, previous)
         log.info("MLflow run %s (experiment '%s', %s)", run.info.run_id, spec.experiment, uri)
         timer.opened()
         yield logger

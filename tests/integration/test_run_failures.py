@@ -150,6 +150,53 @@ def test_a_store_that_fails_at_the_finished_mark_says_the_run_stays_running(proj
     assert "it stays RUNNING" in state and "`fuseflow run iris-tiny --resume`" in state
 
 
+def test_a_run_that_stopped_while_opening_gets_its_params_when_resumed(project_dir, tracking_uri, monkeypatch):
+    """The tracking server went away right after the run was created, before its params were logged (seen in the
+    team load test): `--resume` reopened the run and skipped its params and pipeline.yaml, so a FINISHED run lacked
+    them. A resumed run now logs what it lacks, and keeps what it has."""
+    from mlflow import MlflowClient
+
+    from flows.spec.project import load_project
+    from flows.spec.resolve import resolve
+    from flows.tracking_run import tracked_run
+
+    write_pipelines(project_dir)
+    spec = resolve(load_project("pipelines.yaml"), "iris-tiny").spec
+    real = MlflowClient.log_batch
+    calls = []
+
+    def fail_second_param_batch(self, run_id, metrics=(), params=(), tags=(), *args, **kwargs):
+        if params:
+            calls.append(len(params))
+            if len(calls) == 2:
+                raise ConnectionError("the tracking server went away")
+        return real(self, run_id, metrics, params, tags, *args, **kwargs)
+
+    monkeypatch.setattr("tasks.tracking.logger.MAX_PARAMS_PER_BATCH", 5)  # several batches: the second one fails
+    monkeypatch.setattr(MlflowClient, "log_batch", fail_second_param_batch)
+    with pytest.raises(ConnectionError):
+        with tracked_run(spec, {"train.epochs": 2}, project_dir):
+            pass
+    (run,) = runs_of(tracking_uri)
+    assert run.info.status == "FAILED" and len(run.data.params) == 5
+    client = MlflowClient(tracking_uri)
+    assert "pipeline.yaml" not in {f.path for f in client.list_artifacts(run.info.run_id)}
+    monkeypatch.setattr(MlflowClient, "log_batch", real)
+    with tracked_run(spec, {"train.epochs": 2}, project_dir, resume=True) as logger:
+        assert logger.run_id == run.info.run_id
+    (resumed,) = runs_of(tracking_uri)
+    assert resumed.info.status == "FINISHED"
+    params = resumed.data.params
+    assert params["data.name"] == "iris" and params["train.epochs"] == "4", params
+    assert params["override.train.epochs"] == "2"
+    assert "pipeline.yaml" in {f.path for f in client.list_artifacts(run.info.run_id)}
+    # a later resume of a complete run logs nothing twice (MLflow refuses a param logged again with another value)
+    client.set_terminated(run.info.run_id, "FAILED")
+    with tracked_run(spec, {"train.epochs": 2}, project_dir, resume=True):
+        pass
+    assert runs_of(tracking_uri)[0].data.params == params
+
+
 def test_a_running_run_whose_pid_went_to_another_process_is_resumable(project_dir, tracking_uri):
     """--resume told a crash from a live run by the pid alone: a run whose pid the system handed to another live
     process could never be resumed. The process' start time is recorded and compared now."""
