@@ -11,7 +11,7 @@ from typing import Any, Optional, Sequence
 
 from prefect import flow, get_run_logger
 
-from flows.bodies.data import LoadedData, load_training_data
+from flows.bodies.data import BEFORE_RUN
 from flows.bodies.reuse import ReusingBody
 from flows.bodies.table import body_for
 from flows.env import quiet_defaults
@@ -105,15 +105,14 @@ def run_pipeline(pipeline: str, overrides: Optional[dict[str, Any]] = None, file
     return summary
 
 
-def data_before_run(pipeline: ResolvedPipeline, body: Any, base_dir: Path) -> Optional[LoadedData]:
-    """A training pipeline's data, loaded and checked (flows/bodies/data.py), unless an earlier run with the same
-    whole-run key may be reused (then nothing is loaded: that run's data passed these checks); None for the other
-    kinds, whose members and trials load their data in their own runs."""
-    if pipeline.kind != "training":
-        return None
+def data_before_run(pipeline: ResolvedPipeline, body: Any, base_dir: Path) -> Optional[Any]:
+    """The pipeline's data, loaded and checked by its kind's entry in `BEFORE_RUN` (flows/bodies/data.py), unless an
+    earlier run with the same whole-run key may be reused (then nothing is loaded: that run's data passed these
+    checks); None when its body takes no data."""
     if isinstance(body, ReusingBody) and body.candidates(pipeline, base_dir):
         return None
-    return load_training_data(pipeline, base_dir)
+    load = BEFORE_RUN.get(pipeline.kind)
+    return load(pipeline, base_dir) if load is not None else None
 
 
 def located(err: ConfigError, project: ProjectFile, pipeline: str, overrides: Sequence[Override]) -> ConfigError:

@@ -1,15 +1,18 @@
-"""A training pipeline's data, loaded and checked before its MLflow run opens (flows/pipeline.py): a data problem
-(too few rows for three splits, a single class, a training split without a second class, a column no type fits) is
-then a config error located at the pipeline's `data:` section, and leaves no MLflow run behind. The body takes the
-loaded splits instead of loading them again. Fusion members and sweep trials load their data inside their own runs,
-as before (their data was the parent's, or is the trial's own)."""
+"""A pipeline's data, loaded and checked before its MLflow run opens (flows/pipeline.py): a data problem (too few rows
+for three splits, a single class, a training split without a second class, a column no type fits) is then a config
+error located in pipelines.yaml, and leaves no MLflow run behind. `BEFORE_RUN` says what each pipeline kind loads:
+a training pipeline its splits (the body takes them instead of loading again), a fusion the members' shared data
+(the fusion body takes it), a sweep the data of each distinct load among its trials (checked only: the trials load
+it again inside their own runs, from the step cache)."""
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from tasks.errors import ConfigError
 from tasks.pipeline.resolved import ResolvedPipeline
 from tasks.pipeline.spec import PipelineSpec
 from tasks.tracking.logger import RunLogger
@@ -57,10 +60,57 @@ def load_training_data(pipeline: ResolvedPipeline, base_dir: Path) -> LoadedData
     return LoadedData(splits, decisions, time.perf_counter() - began)
 
 
+def check_sweep_data(pipeline: ResolvedPipeline, base_dir: Path) -> None:
+    """Load the data of each distinct load among a sweep's planned trials (or, for a sampler, the ends of its ranges):
+    a problem is the sweep's config error, naming the trial when the sweep varies its data."""
+    from tasks.sweep.trials import SweepTrial, corner_values
+
+    trials = pipeline.trials or [SweepTrial(i, values, pipeline.resolve_trial(values))
+                                 for i, values in enumerate(corner_values(pipeline.spec.sweep))]
+    distinct: dict[str, Any] = {}
+    for trial in trials:
+        spec = trial.spec
+        load = [spec.data.model_dump(mode="json"), spec.seed, getattr(spec.train, "loss", None)]
+        distinct.setdefault(json.dumps(load, sort_keys=True, default=str), trial)
+    for trial in distinct.values():
+        try:
+            load_training_data(ResolvedPipeline(trial.spec), base_dir)
+        except ConfigError as err:
+            if len(distinct) == 1:
+                raise
+            raise ConfigError([replace(issue, message=f"in {trial.name} ({trial.describe()}): {issue.message}")
+                               for issue in err.issues]) from err
+
+
+def load_fusion_data_before_run(pipeline: ResolvedPipeline, base_dir: Path) -> Any:
+    """The members' shared data (a `tasks.fusion.fuse.FusionData`); a problem is located at the first member, the
+    data's key path named in the message."""
+    from tasks.errors import format_path
+    from tasks.fusion.fuse import load_fusion_data
+
+    try:
+        return load_fusion_data(pipeline.fusion.data, base_dir)
+    except ConfigError as err:
+        first = pipeline.fusion.members[0]
+        raise ConfigError([replace(issue, path=("fusion", "members", first.index), message=(
+            f"the members' shared data (of member {first.name}, {first.describe})"
+            f"{': ' + format_path(issue.path) if issue.path else ''}: {issue.message}"))
+            for issue in err.issues]) from err
+
+
+#: pipeline kind -> what loads (and checks) its data before its MLflow run opens; the result, unless None, is
+#: given to the kind's body as `data`
+BEFORE_RUN: dict[str, Callable[[ResolvedPipeline, Path], Any]] = {
+    "training": load_training_data,
+    "sweep": check_sweep_data,
+    "fusion": load_fusion_data_before_run,
+}
+
+
 def splits_in_run(data: Optional[LoadedData], pipeline: ResolvedPipeline, logger: RunLogger,
                   base_dir: Path) -> tuple[Any, dict[str, dict[str, Any]]]:
     """The splits and the cache decisions so far: of `data`, loaded before the run opened (its seconds counted as
-    the run's `load-data` phase), or, for a fusion member or sweep trial, loaded now inside the run."""
+    the run's `load-data` phase), or, for a fusion member or sweep trial, loaded now inside its own run."""
     if data is None:
         with logger.phase(PHASE):
             data = load_training_data(pipeline, base_dir)

@@ -28,8 +28,9 @@ def _member_pipeline(fusion_spec: PipelineSpec, member: Any) -> ResolvedPipeline
     return ResolvedPipeline(member.spec.model_copy(update={"tracking": tracking}))
 
 
-def run_fusion(pipeline: ResolvedPipeline, logger: RunLogger, base_dir: Path) -> RunSummary:
-    """Run the fusion into `logger`'s (the parent) MLflow run; returns run id, model URI and test metrics."""
+def run_fusion(pipeline: ResolvedPipeline, logger: RunLogger, base_dir: Path, data: Any = None) -> RunSummary:
+    """Run the fusion into `logger`'s (the parent) MLflow run; returns run id, model URI and test metrics. `data` is
+    the members' shared data when it was loaded before the run opened (flows/bodies/data.py)."""
     from flows.nested import NestedJob
     from flows.progress import artifact_key, train_all_with_progress
     from tasks.fusion.fuse import load_fusion_data
@@ -38,7 +39,8 @@ def run_fusion(pipeline: ResolvedPipeline, logger: RunLogger, base_dir: Path) ->
     fusion = spec.fusion
     logger.set_tags({tags.FUSION_METHOD: fusion.method.method,
                      tags.FUSION_MEMBERS: json.dumps([m.describe for m in resolved.members])})
-    data = load_fusion_data(resolved.data, base_dir)
+    if data is None:
+        data = load_fusion_data(resolved.data, base_dir)
     log_fusion_dataset(data, logger)  # before the members: they then find the shared dataset registered (no insert race)
     inline = [m for m in resolved.members if m.inline]
     jobs = [NestedJob(m.name, _member_pipeline(spec, m), m.overrides, {tags.FUSION_MEMBER: m.name}) for m in inline]

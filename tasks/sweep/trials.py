@@ -36,7 +36,7 @@ def resolve_trials(spec: Any, resolve_trial: ResolveTrial) -> tuple[list[Issue],
     planned trials (every one for grid and random; the ranges' ends, checked and not kept, for the others)."""
     sweep = spec.sweep
     planned = sweep.resolved_sampler.planned
-    candidates = sweep.assignments(spec.seed) if planned else _corner_values(sweep)
+    candidates = sweep.assignments(spec.seed) if planned else corner_values(sweep)
     trials, issues, seen = [], [], set()
     for index, values in enumerate(candidates):
         trial = SweepTrial(index, values)
@@ -58,7 +58,7 @@ def resolve_trials(spec: Any, resolve_trial: ResolveTrial) -> tuple[list[Issue],
     return issues, trials if planned else []
 
 
-def _corner_values(sweep: Any) -> list[dict[str, Any]]:
+def corner_values(sweep: Any) -> list[dict[str, Any]]:
     """One assignment per end of each range and per choice, the other parameters at their first value: together
     they meet every bound a sampled trial could cross."""
     keys = list(sweep.parameters)

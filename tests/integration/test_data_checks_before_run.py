@@ -196,3 +196,73 @@ def test_nan_labels_of_a_text_source_are_dropped_not_a_class(tmp_path):
     splits = load_text(JsonData(source="json", path=str(path), text_column="t", label_column="y"), 1, tmp_path)
     assert "nan" not in splits.classes and len(splits.classes) == 2
     assert sum(splits.sizes().values()) == 20
+
+
+#: a training pipeline, a sweep and a fusion of it, on one table: each line's number is the comment's
+PARENT_PIPELINES = """\
+pipelines:
+  tiny:
+    seed: 1
+    data: {source: csv, path: rows.csv, label_column: y}   # 4
+    model: {type: mlp, hidden: [4]}
+    train: {backend: torch, epochs: 1, batch_size: 4}
+  tiny-grid:
+    seed: 1
+    data: {source: csv, path: rows.csv, label_column: y}   # 9
+    model: {type: mlp, hidden: [4]}
+    train: {backend: torch, epochs: 1, batch_size: 4}
+    sweep:
+      parameters: {model.hidden: [[4], [8]], data.max_samples: %s}
+      metric: val_loss
+  tiny-tpe:
+    seed: 1
+    data: {source: csv, path: rows.csv, label_column: y}   # 17
+    model: {type: mlp, hidden: [4]}
+    train: {backend: torch, epochs: 1, batch_size: 4}
+    sweep:
+      sampler: tpe
+      trials: 3
+      parameters: {train.optimizer.lr: {distribution: loguniform, low: 1.0e-3, high: 1.0e-1}}
+      metric: val_loss
+  tiny-fusion:
+    fusion:
+      members:
+        - pipeline: tiny   # 28
+          set: {seed: 1}
+        - pipeline: tiny
+          set: {seed: 2}
+      method: mean
+"""
+
+# id, rows, the grid's data.max_samples values, pipeline, expected line and key, fragments
+PARENT_CASES = [
+    ("grid-one-class", rows(30, ["x"]), "[null]", "tiny-grid", "9: pipelines.tiny-grid.data.label_column",
+     ["label column 'y' has a single class ('x') in all 30 labelled rows"]),
+    ("grid-trial-capped-to-one-class", rows(30, ["x", "z"]), "[null, {train: 1}]", "tiny-grid",
+     "9: pipelines.tiny-grid.data.label_column",
+     ["in trial-1 (model.hidden=[4], data.max_samples={\"train\": 1}): ", "the training split holds only"]),
+    ("sampler-one-class", rows(30, ["x"]), "[null]", "tiny-tpe", "17: pipelines.tiny-tpe.data.label_column",
+     ["label column 'y' has a single class ('x')"]),
+    ("fusion-one-class", rows(30, ["x"]), "[null]", "tiny-fusion", "28: pipelines.tiny-fusion.fusion.members[0]",
+     ["the members' shared data (of member ", "data.label_column: label column 'y' has a single class ('x')"]),
+]
+
+
+@pytest.mark.parametrize("frame, max_samples, pipeline, where, fragments", [c[1:] for c in PARENT_CASES],
+                         ids=[c[0] for c in PARENT_CASES])
+def test_a_sweep_or_fusion_checks_its_data_before_its_parent_run(frame, max_samples, pipeline, where, fragments,
+                                                                  prefect_logging, project_dir, tracking_uri, capsys):
+    """Sweeps and fusions loaded their data inside their trials' and members' runs: a data problem left a parent
+    run and a FAILED nested run per trial or member. It is now a located config error before any run opens."""
+    from flows.cli import main
+
+    frame.to_csv(project_dir / "rows.csv", index=False)
+    path = write_pipelines(project_dir, PARENT_PIPELINES % max_samples)
+    code = main(["run", pipeline, "--file", str(path)])
+    captured = capsys.readouterr()
+    output = captured.err + captured.out
+    errors = [row for row in captured.err.splitlines() if row.startswith("error: ")]
+    assert len(errors) == 1, output
+    assert errors[0].startswith(f"error: {path}:{where}: "), output
+    assert_config_error(code, output, fragments, tracking_uri)
+    assert not (project_dir / "mlruns").exists()
