@@ -5,6 +5,7 @@ import hashlib
 import json
 import logging
 import subprocess
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,6 +140,26 @@ def experiment_id(client: Any, name: str, uri: str) -> str:
         return found.experiment_id
 
 
+def create_run_once(client: Any, experiment: str, run_name: Optional[str], run_tags: dict[str, str]) -> Any:
+    """Create a run, and close and delete any copy of it. MLflow's HTTP client retries a request whose answer was
+    lost (a tracking server restarted mid-request), so one create can make two runs: the copy nobody holds would
+    stay RUNNING for ever. Both carry the same random `fuseflow.open_token`."""
+    from mlflow.entities import ViewType
+
+    token = uuid.uuid4().hex
+    run = client.create_run(experiment, run_name=run_name, tags={**run_tags, tags.OPEN_TOKEN: token})
+    copies = client.search_runs([experiment], filter_string=f"tags.`{tags.OPEN_TOKEN}` = '{token}'",
+                                run_view_type=ViewType.ACTIVE_ONLY, max_results=10)
+    for copy in copies:
+        if copy.info.run_id != run.info.run_id:
+            log.warning("MLflow run %s is a copy of run %s (a retried request created it twice): deleted",
+                        copy.info.run_id, run.info.run_id)
+            close_run(client, copy.info.run_id, "FAILED", f"a copy of run {run.info.run_id}, made by a retried "
+                                                          "request; deleted")
+            client.delete_run(copy.info.run_id)
+    return run
+
+
 def log_opening(logger: RunLogger, spec: PipelineSpec, overrides: Mapping[str, Any] | None,
                 previous: Any = None) -> None:
     """Log the run's params and pipeline.yaml. A resumed run (`previous`) gets only what it lacks: the run it
@@ -187,8 +208,8 @@ def tracked_run(spec: PipelineSpec, overrides: Mapping[str, Any] | None, base_di
     else:
         if resume:
             log.info("no unfinished run of '%s' with this config to resume: starting a new run", spec.name)
-        run = client.create_run(exp, run_name=spec.tracking.run_name or run_name or None,
-                                tags={k: str(v) for k, v in run_tags.items() if v is not None})
+        run = create_run_once(client, exp, spec.tracking.run_name or run_name or None,
+                              {k: str(v) for k, v in run_tags.items() if v is not None})
     logger = RunLogger(run.info.run_id, uri)
     logger.phases = timer
     try:

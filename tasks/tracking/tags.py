@@ -16,6 +16,7 @@ HOST = "fuseflow.host"  # host and pid of the process that runs it, so --resume 
 PID = "fuseflow.pid"
 PROCESS_STARTED = "fuseflow.process_started"  # that process' start time: a pid the system reused is not it
 RESUMED = "fuseflow.resumed"  # how many times --resume reopened it
+OPEN_TOKEN = "fuseflow.open_token"  # a random id given at creation: a copy made by a retried request carries it too
 FLOW_RUN_ID = "prefect.flow_run_id"
 FLOW_RUN_URL = "prefect.flow_run_url"
 DEPLOYMENT = "prefect.deployment"

@@ -197,6 +197,38 @@ def test_a_run_that_stopped_while_opening_gets_its_params_when_resumed(project_d
     assert runs_of(tracking_uri)[0].data.params == params
 
 
+def test_a_run_created_twice_by_a_retried_request_leaves_no_copy_running(project_dir, tracking_uri, monkeypatch):
+    """MLflow's HTTP client retries any request whose answer was lost (a tracking server restarted mid-request), so
+    one create_run can make two runs; the copy nobody held stayed RUNNING for ever. It is now closed and deleted."""
+    from mlflow import MlflowClient
+    from mlflow.entities import ViewType
+
+    from flows.spec.project import load_project
+    from flows.spec.resolve import resolve
+    from flows.tracking_run import tracked_run
+    from tasks.tracking import tags
+
+    write_pipelines(project_dir)
+    spec = resolve(load_project("pipelines.yaml"), "iris-tiny").spec
+    real = MlflowClient.create_run
+
+    def answer_lost_then_retried(self, *args, **kwargs):
+        real(self, *args, **kwargs)  # the server made it; its answer never came back
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "create_run", answer_lost_then_retried)
+    with tracked_run(spec, None, project_dir) as logger:
+        held = logger.run_id
+    (run,) = runs_of(tracking_uri)
+    assert run.info.run_id == held and run.info.status == "FINISHED"
+    client = MlflowClient(tracking_uri)
+    every = client.search_runs([run.info.experiment_id], run_view_type=ViewType.ALL)
+    (copy,) = [r for r in every if r.info.run_id != held]
+    assert copy.info.lifecycle_stage == "deleted" and copy.info.status == "FAILED"
+    assert copy.data.tags[tags.OPEN_TOKEN] == run.data.tags[tags.OPEN_TOKEN]
+    assert copy.data.tags[tags.ERROR] == f"a copy of run {held}, made by a retried request; deleted"
+
+
 def test_a_running_run_whose_pid_went_to_another_process_is_resumable(project_dir, tracking_uri):
     """--resume told a crash from a live run by the pid alone: a run whose pid the system handed to another live
     process could never be resumed. The process' start time is recorded and compared now."""
