@@ -69,8 +69,10 @@ def check_sweep_data(pipeline: ResolvedPipeline, base_dir: Path) -> None:
                                  for i, values in enumerate(corner_values(pipeline.spec.sweep))]
     distinct: dict[str, Any] = {}
     for trial in trials:
-        spec = trial.spec
-        load = [spec.data.model_dump(mode="json"), spec.seed, getattr(spec.train, "loss", None)]
+        spec = trial.spec  # the pipeline's seed splits the data only where `data.split.seed` is not pinned
+        split_seed = getattr(getattr(spec.data, "split", None), "seed", None)
+        load = [spec.data.model_dump(mode="json"), spec.seed if split_seed is None else None,
+                getattr(spec.train, "loss", None)]
         distinct.setdefault(json.dumps(load, sort_keys=True, default=str), trial)
     for trial in distinct.values():
         try:

@@ -266,3 +266,22 @@ def test_a_sweep_or_fusion_checks_its_data_before_its_parent_run(frame, max_samp
     assert errors[0].startswith(f"error: {path}:{where}: "), output
     assert_config_error(code, output, fragments, tracking_uri)
     assert not (project_dir / "mlruns").exists()
+
+
+@pytest.mark.parametrize("parameters, loads", [
+    ("{seed: [1, 2, 3], model.hidden: [[4], [8]]}", 1),  # the split seed is pinned: six trials, one data
+    ("{data.max_samples: [20, 30], seed: [1, 2]}", 2),
+    ("{data.split.seed: [1, 2, 3]}", 3),
+], ids=["seeds-share-one-load", "each-data-size-loads", "each-split-seed-loads"])
+def test_a_sweep_loads_each_distinct_data_once_before_its_run(parameters, loads, project_dir, monkeypatch):
+    import flows.bodies.data as data
+    from flows.spec.project import load_project
+    from flows.spec.resolve import resolve
+
+    rows(30, ["x", "z"]).to_csv(project_dir / "rows.csv", index=False)
+    path = write_pipelines(project_dir, PARENT_PIPELINES.replace(
+        "{model.hidden: [[4], [8]], data.max_samples: %s}", parameters))
+    seen = []
+    monkeypatch.setattr(data, "load_training_data", lambda pipeline, base_dir: seen.append(pipeline.spec.data))
+    data.check_sweep_data(resolve(load_project(path), "tiny-grid"), project_dir)
+    assert len(seen) == loads, seen
