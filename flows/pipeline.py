@@ -1,17 +1,18 @@
-"""The Prefect flow that runs one pipeline: validate, load and check a training pipeline's data, open the MLflow run,
-run the body for its kind, close the run.
+"""The Prefect flow that runs one pipeline: validate, load and check its data, open the MLflow run, run the body for
+its kind, close the run.
 
 `flows.pipeline:run_pipeline` is the entrypoint every deployment names: keep it here."""
 from __future__ import annotations
 
 import logging
+import time
 from functools import partial
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from prefect import flow, get_run_logger
 
-from flows.bodies.data import BEFORE_RUN
+from flows.bodies.data import BEFORE_RUN, PHASE, LoadedData, count_before_run
 from flows.bodies.reuse import ReusingBody
 from flows.bodies.table import body_for
 from flows.env import quiet_defaults
@@ -76,10 +77,10 @@ def run_pipeline(pipeline: str, overrides: Optional[dict[str, Any]] = None, file
     with quiet_defaults(), cache_options(cache_dir(project.base_dir), no_cache):
         if policy.describe():
             get_run_logger().info("retries and timeouts: %s", policy.describe())
-        data, failed = None, None
+        data, failed, uncounted = None, None, 0.0
         try:  # the data is loaded and checked before the MLflow run opens: a data problem leaves no run behind
             with retry_policy(policy):
-                data = data_before_run(resolved, body, project.base_dir)
+                data, uncounted = data_before_run(resolved, body, project.base_dir)
         except ConfigError as err:
             return config_failure(located(err, project, pipeline, parsed))
         except Exception as exc:  # noqa: BLE001 - not the data's fault (a database down, a timeout): recorded below
@@ -90,6 +91,8 @@ def run_pipeline(pipeline: str, overrides: Optional[dict[str, Any]] = None, file
                          run_name=name) as logger:
             if failed is not None:  # the run records it and ends FAILED, as when the step fails inside the run
                 raise failed
+            if uncounted:
+                count_before_run(logger, PHASE, uncounted)
             with retry_policy(policy):
                 summary = body(resolved, logger, project.base_dir)
             with logger.phase("register"):
@@ -105,14 +108,19 @@ def run_pipeline(pipeline: str, overrides: Optional[dict[str, Any]] = None, file
     return summary
 
 
-def data_before_run(pipeline: ResolvedPipeline, body: Any, base_dir: Path) -> Optional[Any]:
+def data_before_run(pipeline: ResolvedPipeline, body: Any, base_dir: Path) -> tuple[Optional[Any], float]:
     """The pipeline's data, loaded and checked by its kind's entry in `BEFORE_RUN` (flows/bodies/data.py), unless an
     earlier run with the same whole-run key may be reused (then nothing is loaded: that run's data passed these
-    checks); None when its body takes no data."""
+    checks), or None when its body takes no data; and the seconds of loading that the run's `load-data` phase must
+    count (0 for a training pipeline's splits, which carry their own)."""
     if isinstance(body, ReusingBody) and body.candidates(pipeline, base_dir):
-        return None
+        return None, 0.0
     load = BEFORE_RUN.get(pipeline.kind)
-    return load(pipeline, base_dir) if load is not None else None
+    if load is None:
+        return None, 0.0
+    began = time.perf_counter()
+    data = load(pipeline, base_dir)
+    return data, (0.0 if isinstance(data, LoadedData) else time.perf_counter() - began)
 
 
 def located(err: ConfigError, project: ProjectFile, pipeline: str, overrides: Sequence[Override]) -> ConfigError:

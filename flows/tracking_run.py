@@ -141,23 +141,34 @@ def experiment_id(client: Any, name: str, uri: str) -> str:
 
 
 def create_run_once(client: Any, experiment: str, run_name: Optional[str], run_tags: dict[str, str]) -> Any:
-    """Create a run, and close and delete any copy of it. MLflow's HTTP client retries a request whose answer was
-    lost (a tracking server restarted mid-request), so one create can make two runs: the copy nobody holds would
-    stay RUNNING for ever. Both carry the same random `fuseflow.open_token`."""
+    """Create a run that carries a random `fuseflow.open_token`, and delete any copy of it (see `delete_copies`)."""
+    run = client.create_run(experiment, run_name=run_name, tags={**run_tags, tags.OPEN_TOKEN: uuid.uuid4().hex})
+    delete_copies(client, run)
+    return run
+
+
+def delete_copies(client: Any, run: Any) -> None:
+    """Close and delete the other runs with `run`'s open token. MLflow's HTTP client retries a request whose answer
+    was lost or late (a tracking server restarting, a locked database), so one create can make two runs: the copy
+    nobody holds would stay RUNNING for ever. Looked for after the create and again when the run ends (a late
+    original commits after the retry's answer); best effort: the store may be the thing that is failing."""
     from mlflow.entities import ViewType
 
-    token = uuid.uuid4().hex
-    run = client.create_run(experiment, run_name=run_name, tags={**run_tags, tags.OPEN_TOKEN: token})
-    copies = client.search_runs([experiment], filter_string=f"tags.`{tags.OPEN_TOKEN}` = '{token}'",
-                                run_view_type=ViewType.ACTIVE_ONLY, max_results=10)
-    for copy in copies:
-        if copy.info.run_id != run.info.run_id:
-            log.warning("MLflow run %s is a copy of run %s (a retried request created it twice): deleted",
-                        copy.info.run_id, run.info.run_id)
-            close_run(client, copy.info.run_id, "FAILED", f"a copy of run {run.info.run_id}, made by a retried "
-                                                          "request; deleted")
-            client.delete_run(copy.info.run_id)
-    return run
+    token = run.data.tags.get(tags.OPEN_TOKEN)
+    if not token:
+        return
+    try:
+        copies = client.search_runs([run.info.experiment_id], filter_string=f"tags.`{tags.OPEN_TOKEN}` = '{token}'",
+                                    run_view_type=ViewType.ACTIVE_ONLY, max_results=10)
+        for copy in copies:
+            if copy.info.run_id != run.info.run_id:
+                log.warning("MLflow run %s is a copy of run %s (a retried request created it twice): deleted",
+                            copy.info.run_id, run.info.run_id)
+                close_run(client, copy.info.run_id, "FAILED", f"a copy of run {run.info.run_id}, made by a "
+                                                              "retried request; deleted")
+                client.delete_run(copy.info.run_id)
+    except Exception as exc:  # noqa: BLE001 - the run itself goes on; a copy left is found at its end
+        log.warning("could not look for copies of MLflow run %s: %s", run.info.run_id, exc)
 
 
 def log_opening(logger: RunLogger, spec: PipelineSpec, overrides: Mapping[str, Any] | None,
@@ -237,6 +248,8 @@ def tracked_run(spec: PipelineSpec, overrides: Mapping[str, Any] | None, base_di
         else:
             status, error = "FAILED", f"{type(exc).__name__}: {exc}"[:5000]
         problem = close_run(client, run.info.run_id, status, error)
+        if problem is None:
+            delete_copies(client, run)
         if problem is None:  # the store answers: trials and members whose workers died with this run are closed too
             close_unfinished_children(client, run.info.run_id, status, f"its parent run {run.info.run_id} ended "
                                       f"{status}: {error}"[:5000])
@@ -252,6 +265,7 @@ def tracked_run(spec: PipelineSpec, overrides: Mapping[str, Any] | None, base_di
     else:
         try:
             log_timings(timer, logger, log)
+            delete_copies(client, run)
             client.set_terminated(run.info.run_id, "FINISHED")
         except Exception as exc:  # the store went away at the very end: the run's outputs are all logged
             exc.fuseflow_run = RunOutcome(run.info.run_id, "RUNNING", f"{type(exc).__name__}: {exc}"[:300],

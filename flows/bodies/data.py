@@ -3,7 +3,7 @@ for three splits, a single class, a training split without a second class, a col
 error located in pipelines.yaml, and leaves no MLflow run behind. `BEFORE_RUN` says what each pipeline kind loads:
 a training pipeline its splits (the body takes them instead of loading again), a fusion the members' shared data
 (the fusion body takes it), a sweep the data of each distinct load among its trials (checked only: the trials load
-it again inside their own runs, from the step cache)."""
+it again inside their own runs, from the step cache where there is one: not for text data, nor with --no-cache)."""
 from __future__ import annotations
 
 import json
@@ -62,26 +62,34 @@ def load_training_data(pipeline: ResolvedPipeline, base_dir: Path) -> LoadedData
 
 def check_sweep_data(pipeline: ResolvedPipeline, base_dir: Path) -> None:
     """Load the data of each distinct load among a sweep's planned trials (or, for a sampler, the ends of its ranges):
-    a problem is the sweep's config error, naming the trial when the sweep varies its data."""
+    a problem is the sweep's config error, naming the trial (or the values) when the sweep varies its data."""
     from tasks.sweep.trials import SweepTrial, corner_values
 
+    planned = bool(pipeline.trials)
     trials = pipeline.trials or [SweepTrial(i, values, pipeline.resolve_trial(values))
                                  for i, values in enumerate(corner_values(pipeline.spec.sweep))]
     distinct: dict[str, Any] = {}
     for trial in trials:
-        spec = trial.spec  # the pipeline's seed splits the data only where `data.split.seed` is not pinned
-        split_seed = getattr(getattr(spec.data, "split", None), "seed", None)
-        load = [spec.data.model_dump(mode="json"), spec.seed if split_seed is None else None,
-                getattr(spec.train, "loss", None)]
-        distinct.setdefault(json.dumps(load, sort_keys=True, default=str), trial)
+        distinct.setdefault(_load_key(ResolvedPipeline(trial.spec)), trial)
     for trial in distinct.values():
         try:
             load_training_data(ResolvedPipeline(trial.spec), base_dir)
         except ConfigError as err:
             if len(distinct) == 1:
                 raise
-            raise ConfigError([replace(issue, message=f"in {trial.name} ({trial.describe()}): {issue.message}")
+            label = trial.name if planned else "the values"
+            raise ConfigError([replace(issue, message=f"in {label} ({trial.describe()}): {issue.message}")
                                for issue in err.issues]) from err
+
+
+def _load_key(pipeline: ResolvedPipeline) -> str:
+    """What a pipeline's loaded data depends on: its data section, the loss (which checks the label), and its seed
+    where that seed splits the data (no `data.split.seed`) or draws text rows for `max_samples`."""
+    spec = pipeline.spec
+    split_seed = getattr(getattr(spec.data, "split", None), "seed", None)
+    seeded = split_seed is None or pipeline.modality == "text"
+    load = [spec.data.model_dump(mode="json"), spec.seed if seeded else None, getattr(spec.train, "loss", None)]
+    return json.dumps(load, sort_keys=True, default=str)
 
 
 def load_fusion_data_before_run(pipeline: ResolvedPipeline, base_dir: Path) -> Any:

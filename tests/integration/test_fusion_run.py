@@ -116,6 +116,7 @@ def test_mixed_fusion_parent_has_three_nested_member_runs(project):
     parent = client.get_run(summary.run_id)
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["fuseflow.pipeline"] == "fusion-mixed"
+    assert parent.data.metrics["timing/load-data_s"] > 0  # the shared data, loaded before the run opened
     children = _children(client, summary.run_id)
     assert len(children) == 3, [c.info.run_name for c in children]
     assert all(c.info.status == "FINISHED" for c in children)

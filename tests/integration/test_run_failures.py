@@ -162,6 +162,7 @@ def test_a_run_that_stopped_while_opening_gets_its_params_when_resumed(project_d
 
     write_pipelines(project_dir)
     spec = resolve(load_project("pipelines.yaml"), "iris-tiny").spec
+    spec = spec.model_copy(update={"tracking": spec.tracking.model_copy(update={"run_name": "first"})})
     real = MlflowClient.log_batch
     calls = []
 
@@ -188,12 +189,14 @@ def test_a_run_that_stopped_while_opening_gets_its_params_when_resumed(project_d
     assert resumed.info.status == "FINISHED"
     params = resumed.data.params
     assert params["data.name"] == "iris" and params["train.epochs"] == "4", params
-    assert params["override.train.epochs"] == "2"
+    assert params["override.train.epochs"] == "2" and params["tracking.run_name"] == "first"
     assert "pipeline.yaml" in {f.path for f in client.list_artifacts(run.info.run_id)}
-    # a later resume of a complete run logs nothing twice (MLflow refuses a param logged again with another value)
+    # a later resume keeps the params the run has: MLflow refuses a param logged again with another value, and
+    # `tracking.run_name` is logged but not in the config hash that finds the run to resume
     client.set_terminated(run.info.run_id, "FAILED")
-    with tracked_run(spec, {"train.epochs": 2}, project_dir, resume=True):
-        pass
+    renamed = spec.model_copy(update={"tracking": spec.tracking.model_copy(update={"run_name": "renamed"})})
+    with tracked_run(renamed, {"train.epochs": 2}, project_dir, resume=True) as logger:
+        assert logger.run_id == run.info.run_id
     assert runs_of(tracking_uri)[0].data.params == params
 
 
@@ -217,16 +220,21 @@ def test_a_run_created_twice_by_a_retried_request_leaves_no_copy_running(project
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(MlflowClient, "create_run", answer_lost_then_retried)
+    client = MlflowClient(tracking_uri)
     with tracked_run(spec, None, project_dir) as logger:
         held = logger.run_id
+        opened = client.get_run(held)
+        # a slow original that commits after the retry's answer: found when the run ends
+        late = real(client, opened.info.experiment_id, tags={tags.OPEN_TOKEN: opened.data.tags[tags.OPEN_TOKEN]})
     (run,) = runs_of(tracking_uri)
     assert run.info.run_id == held and run.info.status == "FINISHED"
-    client = MlflowClient(tracking_uri)
     every = client.search_runs([run.info.experiment_id], run_view_type=ViewType.ALL)
-    (copy,) = [r for r in every if r.info.run_id != held]
-    assert copy.info.lifecycle_stage == "deleted" and copy.info.status == "FAILED"
-    assert copy.data.tags[tags.OPEN_TOKEN] == run.data.tags[tags.OPEN_TOKEN]
-    assert copy.data.tags[tags.ERROR] == f"a copy of run {held}, made by a retried request; deleted"
+    copies = [r for r in every if r.info.run_id != held]
+    assert len(copies) == 2 and late.info.run_id in {c.info.run_id for c in copies}
+    for copy in copies:
+        assert copy.info.lifecycle_stage == "deleted" and copy.info.status == "FAILED"
+        assert copy.data.tags[tags.OPEN_TOKEN] == run.data.tags[tags.OPEN_TOKEN]
+        assert copy.data.tags[tags.ERROR] == f"a copy of run {held}, made by a retried request; deleted"
 
 
 def test_a_running_run_whose_pid_went_to_another_process_is_resumable(project_dir, tracking_uri):

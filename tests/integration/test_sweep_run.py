@@ -43,6 +43,7 @@ def swept(prefect_harness, tmp_path_factory):
 def test_every_trial_is_a_finished_nested_run_with_its_values(swept):
     parent, trials, _ = swept
     assert len(trials) == 4 and {r.info.status for r in trials} == {"FINISHED"}
+    assert parent.data.metrics["timing/load-data_s"] > 0  # its data checked before the parent run opened
     values = sorted((float(r.data.params["train.optimizer.lr"]), r.data.params["model.hidden"]) for r in trials)
     assert values == [(0.005, "[32]"), (0.005, "[8]"), (0.05, "[32]"), (0.05, "[8]")]
     for trial in trials:
