@@ -61,7 +61,7 @@ def value_counts(column: "pd.Series", values: list[str]) -> Any:
     missing = text.isna() | (text.str.strip() == "")
     import pandas as pd
 
-    index = pd.Categorical(text[~missing].astype(object), categories=values).codes.astype("int64")
+    index = pd.Index(values, dtype=object).get_indexer(text[~missing].astype(object)).astype("int64")
     index[index < 0] = len(values)  # not a known value: `other`
     counts = np.bincount(index, minlength=len(values) + 1).astype("float64")
     return np.append(counts, float(missing.sum()))
