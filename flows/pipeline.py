@@ -12,7 +12,7 @@ from typing import Any, Optional, Sequence
 
 from prefect import flow, get_run_logger
 
-from flows.bodies.data import BEFORE_RUN, PHASE, LoadedData, count_before_run
+from flows.bodies.data import BEFORE_RUN, PHASE, count_before_run
 from flows.bodies.reuse import ReusingBody
 from flows.bodies.table import body_for
 from flows.env import quiet_defaults
@@ -77,10 +77,10 @@ def run_pipeline(pipeline: str, overrides: Optional[dict[str, Any]] = None, file
     with quiet_defaults(), cache_options(cache_dir(project.base_dir), no_cache):
         if policy.describe():
             get_run_logger().info("retries and timeouts: %s", policy.describe())
-        data, failed, uncounted = None, None, 0.0
+        data, failed, load_seconds = None, None, 0.0
         try:  # the data is loaded and checked before the MLflow run opens: a data problem leaves no run behind
             with retry_policy(policy):
-                data, uncounted = data_before_run(resolved, body, project.base_dir)
+                data, load_seconds = data_before_run(resolved, body, project.base_dir)
         except ConfigError as err:
             return config_failure(located(err, project, pipeline, parsed))
         except Exception as exc:  # noqa: BLE001 - not the data's fault (a database down, a timeout): recorded below
@@ -91,8 +91,8 @@ def run_pipeline(pipeline: str, overrides: Optional[dict[str, Any]] = None, file
                          run_name=name) as logger:
             if failed is not None:  # the run records it and ends FAILED, as when the step fails inside the run
                 raise failed
-            if uncounted:
-                count_before_run(logger, PHASE, uncounted)
+            if load_seconds:
+                count_before_run(logger, PHASE, load_seconds)
             with retry_policy(policy):
                 summary = body(resolved, logger, project.base_dir)
             with logger.phase("register"):
@@ -111,8 +111,8 @@ def run_pipeline(pipeline: str, overrides: Optional[dict[str, Any]] = None, file
 def data_before_run(pipeline: ResolvedPipeline, body: Any, base_dir: Path) -> tuple[Optional[Any], float]:
     """The pipeline's data, loaded and checked by its kind's entry in `BEFORE_RUN` (flows/bodies/data.py), unless an
     earlier run with the same whole-run key may be reused (then nothing is loaded: that run's data passed these
-    checks), or None when its body takes no data; and the seconds of loading that the run's `load-data` phase must
-    count (0 for a training pipeline's splits, which carry their own)."""
+    checks), or None when its body takes no data; and the seconds it took (0 when nothing was loaded), which the
+    run's `load-data` phase counts once the run opens."""
     if isinstance(body, ReusingBody) and body.candidates(pipeline, base_dir):
         return None, 0.0
     load = BEFORE_RUN.get(pipeline.kind)
@@ -120,7 +120,7 @@ def data_before_run(pipeline: ResolvedPipeline, body: Any, base_dir: Path) -> tu
         return None, 0.0
     began = time.perf_counter()
     data = load(pipeline, base_dir)
-    return data, (0.0 if isinstance(data, LoadedData) else time.perf_counter() - began)
+    return data, time.perf_counter() - began
 
 
 def located(err: ConfigError, project: ProjectFile, pipeline: str, overrides: Sequence[Override]) -> ConfigError:

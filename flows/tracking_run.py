@@ -248,9 +248,8 @@ def tracked_run(spec: PipelineSpec, overrides: Mapping[str, Any] | None, base_di
         else:
             status, error = "FAILED", f"{type(exc).__name__}: {exc}"[:5000]
         problem = close_run(client, run.info.run_id, status, error)
-        if problem is None:
-            delete_copies(client, run)
-        if problem is None:  # the store answers: trials and members whose workers died with this run are closed too
+        if problem is None:  # the store answers: copies of the run, and trials and members whose workers died
+            delete_copies(client, run)  # with it, are closed too
             close_unfinished_children(client, run.info.run_id, status, f"its parent run {run.info.run_id} ended "
                                       f"{status}: {error}"[:5000])
         exc.fuseflow_run = RunOutcome(run.info.run_id, status if problem is None else "RUNNING", problem,

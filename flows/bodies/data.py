@@ -7,7 +7,6 @@ it again inside their own runs, from the step cache where there is one: not for 
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -23,12 +22,11 @@ PHASE = "load-data"
 
 @dataclass
 class LoadedData:
-    """The splits of one pipeline's data, the load step's cache decision (tagged on the run as the body's other steps
-    are) and the seconds it took (the run's `load-data` phase, although the run opened after it)."""
+    """The splits of one pipeline's data and the load step's cache decision (tagged on the run as the body's other
+    steps are)."""
 
     splits: Any  # TabularSplits or TextSplits
     decisions: dict[str, dict[str, Any]] = field(default_factory=dict)
-    seconds: float = 0.0
 
 
 def _tabular(spec: PipelineSpec, base_dir: Path, decisions: dict[str, dict[str, Any]]) -> Any:
@@ -55,9 +53,8 @@ def load_training_data(pipeline: ResolvedPipeline, base_dir: Path) -> LoadedData
     """Run the data step of a training pipeline (under the caller's cache options and retry policy); a data
     problem raises the step's ConfigError (key paths under `data`, not yet located in the file)."""
     decisions: dict[str, dict[str, Any]] = {}
-    began = time.perf_counter()
     splits = DATA_STEPS[pipeline.modality or "tabular"](pipeline.spec, base_dir, decisions)
-    return LoadedData(splits, decisions, time.perf_counter() - began)
+    return LoadedData(splits, decisions)
 
 
 def check_sweep_data(pipeline: ResolvedPipeline, base_dir: Path) -> None:
@@ -68,12 +65,13 @@ def check_sweep_data(pipeline: ResolvedPipeline, base_dir: Path) -> None:
     planned = bool(pipeline.trials)
     trials = pipeline.trials or [SweepTrial(i, values, pipeline.resolve_trial(values))
                                  for i, values in enumerate(corner_values(pipeline.spec.sweep))]
-    distinct: dict[str, Any] = {}
+    distinct: dict[str, tuple[Any, ResolvedPipeline]] = {}
     for trial in trials:
-        distinct.setdefault(_load_key(ResolvedPipeline(trial.spec)), trial)
-    for trial in distinct.values():
+        resolved = ResolvedPipeline(trial.spec)
+        distinct.setdefault(_load_key(resolved), (trial, resolved))
+    for trial, resolved in distinct.values():
         try:
-            load_training_data(ResolvedPipeline(trial.spec), base_dir)
+            load_training_data(resolved, base_dir)
         except ConfigError as err:
             if len(distinct) == 1:
                 raise
@@ -119,13 +117,12 @@ BEFORE_RUN: dict[str, Callable[[ResolvedPipeline, Path], Any]] = {
 
 def splits_in_run(data: Optional[LoadedData], pipeline: ResolvedPipeline, logger: RunLogger,
                   base_dir: Path) -> tuple[Any, dict[str, dict[str, Any]]]:
-    """The splits and the cache decisions so far: of `data`, loaded before the run opened (its seconds counted as
-    the run's `load-data` phase), or, for a fusion member or sweep trial, loaded now inside its own run."""
+    """The splits and the cache decisions so far: of `data`, loaded before the run opened (flows/pipeline.py counts
+    its seconds as the run's `load-data` phase), or, for a fusion member or sweep trial, loaded now inside its own
+    run."""
     if data is None:
         with logger.phase(PHASE):
             data = load_training_data(pipeline, base_dir)
-    else:
-        count_before_run(logger, PHASE, data.seconds)
     return data.splits, dict(data.decisions)
 
 
